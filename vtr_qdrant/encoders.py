@@ -1,0 +1,116 @@
+"""Text and frame encoders over a bundle's ONNX towers (onnxruntime; no torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .preprocess import preprocess_images
+from .runtime import Device, get_session
+
+if TYPE_CHECKING:
+    from .bundle import ModelBundle
+
+__all__ = ["TextEncoder", "FrameEncoder", "l2_normalize"]
+
+_NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "uint8": np.uint8}
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Divide by the L2 norm along ``axis`` (zero vectors stay zero)."""
+    n = np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.maximum(n, 1e-12)
+
+
+class _TowerEncoder:
+    def __init__(self, bundle: ModelBundle, tower: str, *, device: Device, batch_size: int, intra_op_threads: int | None) -> None:
+        if batch_size < 1:
+            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+        self.bundle = bundle
+        self.spec = getattr(bundle.manifest, tower)
+        self.device: Device = device
+        self.batch_size = int(batch_size)
+        self.intra_op_threads = intra_op_threads
+        self._path = bundle.file(self.spec.file)
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension D."""
+        return self.bundle.embed_dim
+
+    def _session(self):  # type: ignore[no-untyped-def]
+        return get_session(self._path, device=self.device, intra_op_threads=self.intra_op_threads)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        feed = {self.spec.input_name: batch.astype(_NP_DTYPES[self.spec.input_dtype], copy=False)}
+        (out,) = self._session().run([self.spec.output_name], feed)
+        out = np.asarray(out, dtype=np.float32)
+        return out if self.spec.normalized else l2_normalize(out)
+
+
+class TextEncoder(_TowerEncoder):
+    """Encodes query texts with the bundle's tokenizer and text tower.
+
+    Example:
+        >>> enc = bundle.text_encoder()
+        >>> enc.encode(["a red circle"]).shape
+        (1, D)
+    """
+
+    def __init__(self, bundle: ModelBundle, *, device: Device = "cpu", batch_size: int = 64, intra_op_threads: int | None = None) -> None:
+        super().__init__(bundle, "text", device=device, batch_size=batch_size, intra_op_threads=intra_op_threads)
+
+    def encode(self, texts: str | Sequence[str]) -> np.ndarray:
+        """Embed texts.
+
+        Args:
+            texts: one string or a sequence of non-empty strings.
+
+        Returns:
+            (N, D) float32, L2-normalised.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InvalidInputError(f"text #{i} must be a str, got {type(t).__name__}")
+            if not t.strip():
+                raise InvalidInputError(f"text #{i} is empty: a query needs at least one word")
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        ids = self.bundle.tokenizer().tokenize(texts)
+        return np.concatenate([self._run(ids[i : i + self.batch_size]) for i in range(0, len(ids), self.batch_size)])
+
+
+class FrameEncoder(_TowerEncoder):
+    """Encodes RGB frames with the bundle's image tower (preprocessing from the manifest)."""
+
+    def __init__(self, bundle: ModelBundle, *, device: Device = "cpu", batch_size: int = 32, intra_op_threads: int | None = None) -> None:
+        super().__init__(bundle, "visual", device=device, batch_size=batch_size, intra_op_threads=intra_op_threads)
+
+    @property
+    def image_size(self) -> int:
+        """Side length the tower expects; frames sampled at this size skip resizing."""
+        return self.bundle.manifest.image.image_size
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """Embed frames.
+
+        Args:
+            images: (N, H, W, 3) uint8 RGB; any size (resized and centre-cropped as the bundle says).
+
+        Returns:
+            (N, D) float32, L2-normalised.
+        """
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise InvalidInputError(f"images must have shape (N, H, W, 3) RGB, got {images.shape}")
+        if len(images) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        spec = self.bundle.manifest.image
+        out = [self._run(preprocess_images(images[i : i + self.batch_size], spec)) for i in range(0, len(images), self.batch_size)]
+        return np.concatenate(out)
