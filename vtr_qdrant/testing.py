@@ -25,17 +25,18 @@ __all__ = ["make_test_bundle", "write_tiny_merges"]
 _TINY_MERGES = [
     "t h", "th e</w>", "r e", "re d</w>", "c i", "ci r", "cir c", "circ l", "circl e</w>", "b l",
     "bl u", "blu e</w>", "g r", "gr e", "gre e", "gree n</w>", "s q", "sq u", "squ a", "squa r",
-    "squar e</w>", "a</w> ", "o n</w>", "d o", "do g</w>", "c a", "ca t</w>", "r u", "ru n", "run s</w>",
+    "squar e</w>", "o n</w>", "d o", "do g</w>", "c a", "ca t</w>", "r u", "ru n", "run s</w>",
 ]
 
 
 def write_tiny_merges(path: str | os.PathLike[str]) -> int:
     """Write a small merges file in open_clip's ``bpe_simple_vocab`` format; returns the vocab size."""
-    merges = [m for m in _TINY_MERGES if len(m.split()) == 2]
+    from .tokenizer import ClipTokenizer
+
     with gzip.open(path, "wt", encoding="utf-8") as f:
-        f.write("#version: 0.2\n")
-        f.write("\n".join(merges) + "\n")
-    return 512 + len(merges) + 2
+        # no trailing newline: open_clip would read it as an extra, empty vocabulary entry
+        f.write("#version: 0.2\n" + "\n".join(_TINY_MERGES))
+    return ClipTokenizer(path).vocab_size
 
 
 def make_test_bundle(

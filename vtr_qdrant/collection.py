@@ -1,0 +1,525 @@
+"""``VideoCollection``: a Qdrant collection of videos searchable by text.
+
+Search is two-stage (see DESIGN.md): stage 1 is one ``query_points`` call in Qdrant (payload filter
+inside the ANN search on the pooled vector, optionally rescored by MaxSim over the frames) that also
+returns the candidates' frame matrices; stage 2 scores all candidates at once on the client with a
+text-conditioned aggregation, and reports the moment each hit matched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from .aggregation import Aggregator, get_aggregator
+from .bundle import ModelBundle, resolve_bundle
+from .config import SamplingConfig
+from .errors import CollectionMismatchError, ConfigError, InvalidInputError
+from .hits import VideoHit, moment_from_weights
+from .points import (
+    METADATA_KEY,
+    SCHEMA_VERSION,
+    VECTOR_FRAMES,
+    VECTOR_POOLED,
+    Key,
+    PointData,
+    make_points,
+    validate_frames,
+)
+from .runtime import Device
+from .storage import Candidate, StageOneQuery, StorageBackend, as_backend
+
+__all__ = ["VideoCollection", "EmbeddedVideo", "StoredVideo", "DEFAULT_CANDIDATES"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CANDIDATES = 100
+_UPSERT_BATCH_POINTS = 64
+
+
+@dataclass
+class EmbeddedVideo:
+    """One video's frame embeddings, ready to store.
+
+    Attributes:
+        video_id: unique id of the video in the collection.
+        frames: (F, D) float array of frame embeddings (normalised on write).
+        timestamps: (F,) float seconds of each frame.
+        metadata: user payload fields (top-level keys; reserved names are refused).
+        uri, duration, content_hash: stored in the payload.
+    """
+
+    video_id: str
+    frames: np.ndarray
+    timestamps: np.ndarray
+    metadata: Mapping[str, Any] | None = None
+    uri: str | None = None
+    duration: float | None = None
+    content_hash: str | None = None
+
+
+@dataclass
+class StoredVideo:
+    """A video as stored: all segments concatenated in time order.
+
+    Attributes:
+        video_id: its id.
+        frames: (F, D) float32 L2-normalised frame embeddings.
+        timestamps: (F,) float64 seconds.
+        payload: the first segment's payload (shared fields: uri, duration, metadata...).
+        point_ids: ids of its points, one per segment.
+    """
+
+    video_id: str
+    frames: np.ndarray
+    timestamps: np.ndarray
+    payload: dict[str, Any]
+    point_ids: list[str] = field(default_factory=list)
+
+
+def _video_filter(video_id: str) -> models.Filter:
+    return models.Filter(must=[models.FieldCondition(key=Key.VIDEO_ID, match=models.MatchValue(value=video_id))])
+
+
+class VideoCollection:
+    """A collection of videos in Qdrant, searchable by text.
+
+    Args:
+        client: an existing ``QdrantClient`` (``":memory:"``, ``path=...`` or ``url=...``) or a
+            :class:`~vtr_qdrant.storage.StorageBackend`. Never creates a hidden client.
+        collection_name: the Qdrant collection.
+        bundle: the model bundle (name, ``local-dir:`` path, folder or :class:`ModelBundle`).
+            Needed for text search and video ingestion; embedding-level calls work without one
+            when ``dim`` is given or the collection exists.
+        dim: embedding dimension, only when there is no bundle.
+        sampling: frame sampling settings, recorded in the collection (default: 12 frames, exact).
+        indexed_fields: user payload fields to index, ``{"category": "keyword", "year": "integer"}``.
+        create: create the collection if it does not exist (otherwise a missing collection is an error).
+        aggregation: default stage-2 aggregation: ``"softmax"`` (parameter-free text-conditioned
+            pooling), ``"mean"``, ``"max"``, ``"topk"``, ``"xpool"``, or an :class:`Aggregator`.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` for the encoders.
+        hnsw_ef: HNSW beam width for stage 1 (None: server default).
+        exact: brute-force stage 1 (small collections).
+
+    Raises:
+        CollectionMismatchError: the existing collection was made with another model, dimension,
+            schema version or sampling.
+    """
+
+    def __init__(
+        self,
+        client: QdrantClient | StorageBackend,
+        collection_name: str,
+        bundle: str | os.PathLike[str] | ModelBundle | None = None,
+        *,
+        dim: int | None = None,
+        sampling: SamplingConfig | None = None,
+        indexed_fields: Mapping[str, str] | None = None,
+        create: bool = True,
+        aggregation: str | Aggregator = "softmax",
+        device: Device = "cpu",
+        hnsw_ef: int | None = None,
+        exact: bool = False,
+    ) -> None:
+        if not isinstance(collection_name, str) or not collection_name:
+            raise ConfigError(f"collection_name must be a non-empty str, got {collection_name!r}")
+        self.backend = as_backend(client)
+        self.collection_name = collection_name
+        self.bundle = resolve_bundle(bundle) if bundle is not None else None
+        self.device: Device = device
+        self.hnsw_ef = hnsw_ef
+        self.exact = exact
+        self._text_encoder: Any = None
+        self._frame_encoder: Any = None
+        if self.bundle is not None and dim is not None and dim != self.bundle.embed_dim:
+            raise ConfigError(f"dim={dim} contradicts the bundle's embed_dim={self.bundle.embed_dim}; drop dim")
+
+        if self.backend.collection_exists(collection_name):
+            self._open_existing(dim, sampling)
+        elif not create:
+            raise ConfigError(f"collection {collection_name!r} does not exist (pass create=True to create it)")
+        else:
+            self.dim = self.bundle.embed_dim if self.bundle is not None else dim  # type: ignore[assignment]
+            if self.dim is None:
+                raise ConfigError("creating a collection needs a model bundle (bundle=...) or an embedding dimension (dim=...)")
+            self.sampling = sampling or SamplingConfig()
+            self.backend.create_collection(collection_name, dim=self.dim, metadata={METADATA_KEY: self._metadata()})
+            self.backend.create_payload_index(collection_name, Key.VIDEO_ID, "keyword")
+            self.backend.create_payload_index(collection_name, Key.CONTENT_HASH, "keyword")
+            self.backend.create_payload_index(collection_name, Key.SEGMENT_INDEX, "integer")
+        for name, schema in (indexed_fields or {}).items():
+            self.backend.create_payload_index(collection_name, name, schema)
+        self.aggregation = self._resolve_aggregation(aggregation)
+
+    # ------------------------------------------------------------------ schema
+
+    @property
+    def fingerprint(self) -> str | None:
+        """Fingerprint of the model the collection's vectors come from (None: embeddings-only)."""
+        return self.bundle.fingerprint if self.bundle is not None else self._stored_fingerprint
+
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "model_fingerprint": self.bundle.fingerprint if self.bundle else None,
+            "model_name": self.bundle.name if self.bundle else None,
+            "dim": self.dim,
+            "sampling": self.sampling.model_dump(),
+        }
+
+    def _open_existing(self, dim: int | None, sampling: SamplingConfig | None) -> None:
+        schema = self.backend.collection_schema(self.collection_name)
+        meta = schema["metadata"].get(METADATA_KEY)
+        name = self.collection_name
+        if not isinstance(meta, dict):
+            raise CollectionMismatchError(
+                f"collection {name!r} exists but was not created by vtr-qdrant (no {METADATA_KEY!r} metadata); "
+                "use another collection_name"
+            )
+        problems = []
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            problems.append(f"schema version {meta.get('schema_version')} (this vtr-qdrant writes {SCHEMA_VERSION})")
+        stored_dim = meta.get("dim")
+        vectors = schema["vectors"]
+        if set(vectors) != {VECTOR_FRAMES, VECTOR_POOLED} or any(v["size"] != stored_dim for v in vectors.values()):
+            problems.append(f"vectors {vectors} (expected {VECTOR_FRAMES!r} and {VECTOR_POOLED!r} of size {stored_dim})")
+        want_dim = self.bundle.embed_dim if self.bundle is not None else dim
+        if want_dim is not None and want_dim != stored_dim:
+            problems.append(f"dimension {stored_dim} (you asked for {want_dim})")
+        stored_fp = meta.get("model_fingerprint")
+        if self.bundle is not None and stored_fp != self.bundle.fingerprint:
+            problems.append(
+                f"model {meta.get('model_name')!r} fingerprint {stored_fp} "
+                f"(your bundle {self.bundle.name!r} has {self.bundle.fingerprint})"
+            )
+        stored_sampling = SamplingConfig.model_validate(meta.get("sampling") or {})
+        if sampling is not None and sampling != stored_sampling:
+            problems.append(f"sampling {stored_sampling.model_dump()} (you asked for {sampling.model_dump()})")
+        if problems:
+            raise CollectionMismatchError(
+                f"collection {name!r} does not match: it has " + "; ".join(problems)
+                + ". Open it with the model and settings it was built with, or use a new collection_name."
+            )
+        self.dim = int(stored_dim)
+        self.sampling = stored_sampling
+        self._stored_fingerprint = stored_fp
+
+    _stored_fingerprint: str | None = None
+
+    def _resolve_aggregation(self, aggregation: str | Aggregator) -> Aggregator:
+        if isinstance(aggregation, Aggregator):
+            return aggregation
+        if aggregation == "xpool":
+            head = self._bundle_head()
+            if head is None:
+                raise ConfigError(
+                    "aggregation='xpool' needs a trained X-Pool head: this collection's bundle ships none. "
+                    "Pass an XPoolHead instance (e.g. XPoolHead.identity(dim) for the parameter-free "
+                    "initialisation) or use aggregation='softmax'"
+                )
+            return head
+        return get_aggregator(aggregation)
+
+    def _bundle_head(self) -> Aggregator | None:
+        if self.bundle is None or self.bundle.manifest.xpool is None:
+            return None
+        from .xpool import XPoolHead
+
+        spec = self.bundle.manifest.xpool
+        return XPoolHead.load(self.bundle.file(spec.file))
+
+    # ------------------------------------------------------------------ encoders
+
+    def _require_bundle(self, what: str) -> ModelBundle:
+        if self.bundle is None:
+            raise ConfigError(f"{what} needs a model bundle: open the collection with bundle=... (e.g. 'synthetic-world/v1')")
+        return self.bundle
+
+    def encode_text(self, texts: str | Sequence[str]) -> np.ndarray:
+        """Embed query texts with the collection's bundle: (N, D) float32, L2-normalised."""
+        if self._text_encoder is None:
+            self._text_encoder = self._require_bundle("text search").text_encoder(device=self.device)
+        return self._text_encoder.encode(texts)  # type: ignore[no-any-return]
+
+    @property
+    def frame_encoder(self) -> Any:
+        """The bundle's :class:`~vtr_qdrant.encoders.FrameEncoder` (created on first use)."""
+        if self._frame_encoder is None:
+            self._frame_encoder = self._require_bundle("encoding frames").frame_encoder(device=self.device)
+        return self._frame_encoder
+
+    # ------------------------------------------------------------------ writes
+
+    def _points_for(self, video: EmbeddedVideo) -> list[PointData]:
+        frames, ts = validate_frames(video.video_id, video.frames, video.timestamps, self.dim)
+        return make_points(
+            video.video_id,
+            frames,
+            ts,
+            model_fingerprint=self.fingerprint or "",
+            metadata=video.metadata,
+            uri=video.uri,
+            duration=video.duration,
+            content_hash=video.content_hash,
+            segment_seconds=self.sampling.segment_seconds,
+        )
+
+    def upsert_embeddings(
+        self,
+        video_id: str,
+        frames: np.ndarray,
+        timestamps: np.ndarray,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        uri: str | None = None,
+        duration: float | None = None,
+        content_hash: str | None = None,
+    ) -> list[str]:
+        """Store one video's frame embeddings (idempotent: re-upserting replaces the video).
+
+        Args:
+            video_id: unique id of the video.
+            frames: (F, D) float array, F >= 1; normalised on write.
+            timestamps: (F,) float seconds, non-decreasing.
+            metadata: user payload fields (filterable; declare them in ``indexed_fields``).
+            uri, duration, content_hash: stored in the payload.
+
+        Returns:
+            The point ids written (one per segment).
+
+        Raises:
+            InvalidInputError: bad shapes, dtypes, NaNs or reserved metadata keys; nothing is written.
+        """
+        return self.upsert_embeddings_batch(
+            [EmbeddedVideo(video_id, frames, timestamps, metadata, uri, duration, content_hash)]
+        )[video_id]
+
+    def upsert_embeddings_batch(self, videos: Iterable[EmbeddedVideo]) -> dict[str, list[str]]:
+        """Store many videos; every video is validated before anything is written.
+
+        Returns:
+            ``{video_id: [point ids]}``.
+        """
+        per_video: dict[str, list[PointData]] = {}
+        for v in videos:
+            if v.video_id in per_video:
+                raise InvalidInputError(f"video_id {v.video_id!r} appears twice in one batch")
+            per_video[v.video_id] = self._points_for(v)
+        flat = [p for pts in per_video.values() for p in pts]
+        for i in range(0, len(flat), _UPSERT_BATCH_POINTS):
+            self.backend.upsert(self.collection_name, flat[i : i + _UPSERT_BATCH_POINTS])
+        # A re-ingested video may have fewer segments than before: drop the stale ones, after the
+        # new points are durable, so a crash in between never loses the video.
+        for vid, pts in per_video.items():
+            if pts[0].payload[Key.SEGMENT_COUNT] >= 1:
+                self._delete_stale_segments(vid, [p.id for p in pts])
+        return {vid: [p.id for p in pts] for vid, pts in per_video.items()}
+
+    def _delete_stale_segments(self, video_id: str, keep_ids: list[str]) -> None:
+        stale = models.Filter(
+            must=[models.FieldCondition(key=Key.VIDEO_ID, match=models.MatchValue(value=video_id))],
+            must_not=[models.HasIdCondition(has_id=keep_ids)],  # type: ignore[arg-type]
+        )
+        if self.backend.count(self.collection_name, stale):
+            self.backend.delete(self.collection_name, stale)
+
+    def delete(self, video_id: str) -> int:
+        """Delete a video (all its segments). Returns how many points were removed."""
+        f = _video_filter(video_id)
+        n = self.backend.count(self.collection_name, f)
+        if n:
+            self.backend.delete(self.collection_name, f)
+        return n
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, video_id: str, *, with_frames: bool = True) -> StoredVideo | None:
+        """A stored video (segments concatenated in time order), or None if absent."""
+        recs = self.backend.scroll(self.collection_name, _video_filter(video_id), with_frames=with_frames)
+        if not recs:
+            return None
+        recs.sort(key=lambda r: r.payload.get(Key.SEGMENT_INDEX, 0))
+        frames = (
+            np.concatenate([r.frames for r in recs if r.frames is not None])
+            if with_frames
+            else np.zeros((0, self.dim), np.float32)
+        )
+        ts = np.concatenate([np.asarray(r.payload.get(Key.TIMESTAMPS, []), dtype=np.float64) for r in recs])
+        return StoredVideo(video_id, frames, ts, recs[0].payload, [r.id for r in recs])
+
+    def count(self, query_filter: models.Filter | None = None) -> int:
+        """Number of videos (not points) matching an optional filter."""
+        first = models.FieldCondition(key=Key.SEGMENT_INDEX, match=models.MatchValue(value=0))
+        f = models.Filter(must=[first, *([query_filter] if query_filter is not None else [])])
+        return self.backend.count(self.collection_name, f)
+
+    def count_points(self) -> int:
+        """Number of points (segments) in the collection."""
+        return self.backend.count(self.collection_name)
+
+    def info(self) -> dict[str, Any]:
+        """Collection facts: model, dimension, sampling, counts."""
+        return {
+            "collection_name": self.collection_name,
+            "model_name": self.bundle.name if self.bundle else None,
+            "model_fingerprint": self.fingerprint,
+            "dim": self.dim,
+            "sampling": self.sampling.model_dump(),
+            "videos": self.count(),
+            "points": self.count_points(),
+            "aggregation": repr(self.aggregation),
+        }
+
+    # ------------------------------------------------------------------ search
+
+    def _query_vectors(self, queries: Sequence[str | np.ndarray]) -> np.ndarray:
+        if isinstance(queries, (str, np.ndarray)):
+            raise InvalidInputError("search_batch takes a list of queries")
+        if not queries:
+            raise InvalidInputError("no queries given")
+        texts = [(i, q) for i, q in enumerate(queries) if isinstance(q, str)]
+        out = np.empty((len(queries), self.dim), dtype=np.float32)
+        if texts:
+            out[[i for i, _ in texts]] = self.encode_text([q for _, q in texts])
+        for i, q in enumerate(queries):
+            if isinstance(q, str):
+                continue
+            if not isinstance(q, (np.ndarray, list, tuple)):
+                raise InvalidInputError(f"query #{i} must be a str or a ({self.dim},) vector, got {type(q).__name__}")
+            v = np.asarray(q, dtype=np.float64)
+            if v.shape != (self.dim,):
+                raise InvalidInputError(f"query vector #{i} must have shape ({self.dim},), got {v.shape}")
+            n = np.linalg.norm(v)
+            if not np.isfinite(v).all() or n == 0:
+                raise InvalidInputError(f"query vector #{i} must be finite and non-zero")
+            out[i] = v / n
+        return out
+
+    def search(
+        self,
+        query: str | np.ndarray,
+        limit: int = 10,
+        query_filter: models.Filter | None = None,
+        *,
+        candidates: int | None = None,
+        aggregation: str | Aggregator | None = None,
+        rescore: bool = False,
+        score_threshold: float | None = None,
+        with_payload: bool = True,
+    ) -> list[VideoHit]:
+        """Find the videos that best match a text (or a query vector).
+
+        Args:
+            query: a non-empty text, or a (D,) float query embedding.
+            limit: how many videos to return (>= 1).
+            query_filter: a ``qdrant_client.models.Filter`` on payload fields, applied inside stage 1.
+            candidates: K, how many points stage 1 hands to stage 2 (default max(100, limit)).
+            aggregation: stage-2 aggregation for this call (default: the collection's).
+            rescore: rescore stage 1 by MaxSim over the frames (prefetch 4K on the pooled vector).
+            score_threshold: drop hits whose stage-2 score is below this.
+            with_payload: include payloads in the hits.
+
+        Returns:
+            Up to ``limit`` :class:`VideoHit`, best first, one per video.
+        """
+        return self.search_batch(
+            [query],
+            limit=limit,
+            query_filter=query_filter,
+            candidates=candidates,
+            aggregation=aggregation,
+            rescore=rescore,
+            score_threshold=score_threshold,
+            with_payload=with_payload,
+        )[0]
+
+    def search_batch(
+        self,
+        queries: Sequence[str | np.ndarray],
+        limit: int = 10,
+        query_filter: models.Filter | None = None,
+        *,
+        candidates: int | None = None,
+        aggregation: str | Aggregator | None = None,
+        rescore: bool = False,
+        score_threshold: float | None = None,
+        with_payload: bool = True,
+    ) -> list[list[VideoHit]]:
+        """Run many searches with one stage-1 round trip; arguments as :meth:`search`.
+
+        Returns:
+            One ranked hit list per query, in order.
+        """
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise InvalidInputError(f"limit must be an int >= 1, got {limit!r}")
+        k = DEFAULT_CANDIDATES if candidates is None else candidates
+        if not isinstance(k, int) or k < 1:
+            raise InvalidInputError(f"candidates must be an int >= 1, got {candidates!r}")
+        k = max(k, limit)
+        agg = self.aggregation if aggregation is None else self._resolve_aggregation(aggregation)
+        vectors = self._query_vectors(queries)
+        stage1 = [
+            StageOneQuery(vector=v, limit=k, query_filter=query_filter, rescore=rescore, hnsw_ef=self.hnsw_ef, exact=self.exact)
+            for v in vectors
+        ]
+        results = self.backend.query(self.collection_name, stage1)
+        return [
+            self._stage_two(v, cands, agg, limit, score_threshold, with_payload) for v, cands in zip(vectors, results)
+        ]
+
+    def _stage_two(
+        self,
+        vector: np.ndarray,
+        cands: list[Candidate],
+        agg: Aggregator,
+        limit: int,
+        score_threshold: float | None,
+        with_payload: bool,
+    ) -> list[VideoHit]:
+        cands = [c for c in cands if c.frames is not None and len(c.frames)]
+        if not cands:
+            return []
+        lengths = np.array([len(c.frames) for c in cands])  # type: ignore[arg-type]
+        frames = np.zeros((len(cands), int(lengths.max()), self.dim), dtype=np.float32)
+        for i, c in enumerate(cands):
+            frames[i, : lengths[i]] = c.frames
+        mask = np.arange(frames.shape[1])[None, :] < lengths[:, None]
+        res = agg.aggregate(vector[None, :], frames, mask)
+        scores, weights = res.scores[0], res.weights[0]
+        best: dict[str, int] = {}
+        for i, c in enumerate(cands):
+            vid = str(c.payload.get(Key.VIDEO_ID, c.id))
+            j = best.get(vid)
+            if j is None or scores[i] > scores[j]:
+                best[vid] = i
+        order = sorted(best.items(), key=lambda kv: -float(scores[kv[1]]))
+        hits: list[VideoHit] = []
+        for vid, i in order:
+            s = float(scores[i])
+            if score_threshold is not None and s < score_threshold:
+                break
+            c = cands[i]
+            ts = np.asarray(c.payload.get(Key.TIMESTAMPS) or np.arange(lengths[i], dtype=np.float64))[: lengths[i]]
+            moment = moment_from_weights(
+                weights[i, : lengths[i]], ts, seg_start=c.payload.get(Key.SEGMENT_START), seg_end=c.payload.get(Key.SEGMENT_END)
+            )
+            hits.append(
+                VideoHit(
+                    video_id=vid,
+                    score=s,
+                    payload=c.payload if with_payload else {},
+                    moment=moment,
+                    segment_index=int(c.payload.get(Key.SEGMENT_INDEX, 0)),
+                    point_id=c.id,
+                    stage1_score=c.score,
+                )
+            )
+            if len(hits) == limit:
+                break
+        return hits

@@ -1,0 +1,204 @@
+"""Embeddings -> Qdrant points: the only place vector names, payload keys and point ids are spelled.
+
+One point per video, or one per segment when a video is long: a multivector must stay under
+Qdrant's limit of 1,048,576 floats (2047 frames at 512-d). Local mode and Qdrant Edge do not check
+that limit, so we enforce it here for every back end.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, InvalidInputError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "VECTOR_FRAMES",
+    "VECTOR_POOLED",
+    "MAX_MULTIVECTOR_FLOATS",
+    "Key",
+    "RESERVED_KEYS",
+    "PointData",
+    "point_id",
+    "max_frames_per_point",
+    "segment_bounds",
+    "make_points",
+    "validate_frames",
+]
+
+SCHEMA_VERSION = 1
+VECTOR_FRAMES = "frames"
+VECTOR_POOLED = "pooled"
+MAX_MULTIVECTOR_FLOATS = 1_048_576
+METADATA_KEY = "vtr_qdrant"
+_ID_NAMESPACE = uuid.UUID("6f1c3a52-5d0e-4b8a-9d0c-2f6f7f1b9a10")
+
+
+class Key:
+    """Payload keys written by vtr-qdrant (user metadata sits beside them at the top level)."""
+
+    VIDEO_ID = "video_id"
+    URI = "uri"
+    DURATION = "duration"
+    SEGMENT_INDEX = "segment_index"
+    SEGMENT_COUNT = "segment_count"
+    SEGMENT_START = "segment_start"
+    SEGMENT_END = "segment_end"
+    TIMESTAMPS = "timestamps"
+    CONTENT_HASH = "content_hash"
+    MODEL_FINGERPRINT = "model_fingerprint"
+    INGESTED_AT = "ingested_at"
+
+
+RESERVED_KEYS = frozenset(v for k, v in vars(Key).items() if k.isupper())
+
+
+@dataclass
+class PointData:
+    """One point ready for any storage back end.
+
+    Attributes:
+        id: UUIDv5 string of (video id, segment index).
+        frames: (F, D) float32, L2-normalised frame embeddings.
+        pooled: (D,) float32, L2-normalised mean of the frames.
+        payload: JSON-serialisable payload.
+    """
+
+    id: str
+    frames: np.ndarray
+    pooled: np.ndarray
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+def point_id(video_id: str, segment_index: int = 0) -> str:
+    """Deterministic point id: re-ingesting a video overwrites its points instead of duplicating them."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{video_id}\x1f{segment_index}"))
+
+
+def max_frames_per_point(dim: int) -> int:
+    """Most frames one multivector point may hold at this dimension (2047 at 512-d)."""
+    return (MAX_MULTIVECTOR_FLOATS - 1) // dim
+
+
+def segment_bounds(
+    timestamps: np.ndarray, *, max_frames: int, segment_seconds: float | None = None
+) -> list[tuple[int, int]]:
+    """Split a video's frames into contiguous segments.
+
+    Args:
+        timestamps: (F,) float64 seconds, non-decreasing.
+        max_frames: hard cap of frames per segment (the multivector limit).
+        segment_seconds: if given, also cut every ``segment_seconds`` of video time.
+
+    Returns:
+        ``[(start, stop), ...]`` frame index ranges covering every frame exactly once, in order.
+    """
+    n = len(timestamps)
+    if max_frames < 1:
+        raise ConfigError(f"max_frames must be >= 1, got {max_frames}")
+    if segment_seconds is not None and not segment_seconds > 0:
+        raise ConfigError(f"segment_seconds must be > 0, got {segment_seconds}")
+    windows: list[tuple[int, int]] = []
+    if segment_seconds is None or n == 0:
+        windows = [(0, n)]
+    else:
+        keys = np.floor(np.asarray(timestamps) / segment_seconds).astype(np.int64)
+        starts = [0, *(np.flatnonzero(np.diff(keys)) + 1).tolist()]
+        windows = list(zip(starts, [*starts[1:], n]))
+    out: list[tuple[int, int]] = []
+    for a, b in windows:
+        for s in range(a, b, max_frames):
+            out.append((s, min(s + max_frames, b)))
+    return out or [(0, 0)]
+
+
+def validate_frames(video_id: Any, frames: Any, timestamps: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Check one video's embeddings; returns ``(frames (F, D) float32 normalised, timestamps (F,) float64)``."""
+    if not isinstance(video_id, str) or not video_id:
+        raise InvalidInputError(f"video_id must be a non-empty str, got {video_id!r}")
+    f = np.asarray(frames)
+    if f.ndim != 2 or f.shape[1] != dim:
+        raise InvalidInputError(f"video {video_id!r}: frames must have shape (F, {dim}), got {f.shape}")
+    if f.shape[0] == 0:
+        raise InvalidInputError(f"video {video_id!r}: frames is empty; a video needs at least one frame")
+    if not np.issubdtype(f.dtype, np.floating):
+        raise InvalidInputError(f"video {video_id!r}: frames must be a float array, got dtype {f.dtype}")
+    if not np.isfinite(f).all():
+        raise InvalidInputError(f"video {video_id!r}: frames contain NaN or infinite values")
+    norms = np.linalg.norm(f, axis=1)
+    if (norms == 0).any():
+        raise InvalidInputError(f"video {video_id!r}: frame {int(np.argmin(norms))} is a zero vector")
+    t = np.asarray(timestamps, dtype=np.float64)
+    if t.shape != (f.shape[0],):
+        raise InvalidInputError(
+            f"video {video_id!r}: timestamps must have shape ({f.shape[0]},) to match the frames, got {t.shape}"
+        )
+    if not np.isfinite(t).all() or (np.diff(t) < 0).any():
+        raise InvalidInputError(f"video {video_id!r}: timestamps must be finite and non-decreasing seconds")
+    return (f / norms[:, None]).astype(np.float32), t
+
+
+def make_points(
+    video_id: str,
+    frames: np.ndarray,
+    timestamps: np.ndarray,
+    *,
+    model_fingerprint: str,
+    metadata: Mapping[str, Any] | None = None,
+    uri: str | None = None,
+    duration: float | None = None,
+    content_hash: str | None = None,
+    segment_seconds: float | None = None,
+) -> list[PointData]:
+    """Turn one video's validated embeddings into points (one per segment).
+
+    Args:
+        video_id: the video's id (indexed payload field).
+        frames: (F, D) float32, L2-normalised (see :func:`validate_frames`).
+        timestamps: (F,) float64 seconds.
+        model_fingerprint: the bundle fingerprint that produced the frames.
+        metadata: user payload fields; may not use a reserved key.
+        uri, duration, content_hash: stored as given.
+        segment_seconds: cut the video into windows of this many seconds (None: only the
+            multivector limit splits it).
+    """
+    meta = dict(metadata or {})
+    clash = RESERVED_KEYS.intersection(meta)
+    if clash:
+        raise InvalidInputError(
+            f"video {video_id!r}: metadata keys {sorted(clash)} are reserved by vtr-qdrant; rename them"
+        )
+    dim = frames.shape[1]
+    bounds = segment_bounds(timestamps, max_frames=max_frames_per_point(dim), segment_seconds=segment_seconds)
+    end_time = float(duration) if duration is not None and math.isfinite(duration) else float(timestamps[-1])
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    points = []
+    for i, (a, b) in enumerate(bounds):
+        seg_start = 0.0 if a == 0 else float((timestamps[a - 1] + timestamps[a]) / 2)
+        seg_end = end_time if b == len(timestamps) else float((timestamps[b - 1] + timestamps[b]) / 2)
+        seg = frames[a:b]
+        pooled = seg.mean(axis=0)
+        pooled = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
+        payload: dict[str, Any] = {
+            **meta,
+            Key.VIDEO_ID: video_id,
+            Key.URI: uri,
+            Key.DURATION: duration,
+            Key.SEGMENT_INDEX: i,
+            Key.SEGMENT_COUNT: len(bounds),
+            Key.SEGMENT_START: seg_start,
+            Key.SEGMENT_END: max(seg_end, seg_start),
+            Key.TIMESTAMPS: [float(x) for x in timestamps[a:b]],
+            Key.CONTENT_HASH: content_hash,
+            Key.MODEL_FINGERPRINT: model_fingerprint,
+            Key.INGESTED_AT: now,
+        }
+        points.append(PointData(point_id(video_id, i), seg, pooled.astype(np.float32), payload))
+    return points

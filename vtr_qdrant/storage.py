@@ -1,0 +1,265 @@
+"""The storage seam: every call :class:`~vtr_qdrant.collection.VideoCollection` makes to Qdrant.
+
+:class:`StorageBackend` is the small interface (create/inspect a collection, upsert, one-call
+two-stage query, scroll, delete, count). :class:`QdrantClientBackend` implements it over
+``qdrant_client.QdrantClient`` — local mode (``:memory:``, ``path=``) or a server (``url=``), the same
+code. A Qdrant Edge back end implements the same interface; nothing outside it changes.
+Filters are ``qdrant_client.models.Filter`` objects, passed through untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from .points import VECTOR_FRAMES, VECTOR_POOLED, PointData
+
+__all__ = ["Candidate", "StageOneQuery", "StorageBackend", "QdrantClientBackend", "as_backend"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    """A point returned by stage 1.
+
+    Attributes:
+        id: point id.
+        score: stage-1 score (cosine on the pooled vector, or MaxSim when rescored).
+        payload: the point's payload.
+        frames: (F, D) float32 frame embeddings, or None when not requested.
+    """
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+    frames: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class StageOneQuery:
+    """Parameters of one stage-1 query.
+
+    Attributes:
+        vector: (D,) float32 L2-normalised query embedding.
+        limit: how many candidates to return.
+        query_filter: payload filter, applied inside the ANN search.
+        rescore: if True, the pooled-vector search fetches ``limit * rescore_factor`` points and
+            MaxSim on the frame multivectors keeps the best ``limit``.
+        rescore_factor: prefetch multiplier when rescoring.
+        with_frames: return the candidates' frame matrices.
+        hnsw_ef: HNSW beam width for the pooled search (None: server default).
+        exact: brute-force the pooled search (small collections, or to measure ANN recall).
+        score_threshold: drop candidates scoring below this.
+    """
+
+    vector: np.ndarray
+    limit: int
+    query_filter: models.Filter | None = None
+    rescore: bool = False
+    rescore_factor: int = 4
+    with_frames: bool = True
+    hnsw_ef: int | None = None
+    exact: bool = False
+    score_threshold: float | None = None
+
+
+class StorageBackend(ABC):
+    """What VideoCollection needs from a vector store."""
+
+    @abstractmethod
+    def collection_exists(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def create_collection(self, name: str, *, dim: int, metadata: dict[str, Any]) -> None:
+        """Create ``frames`` (multivector, cosine, MAX_SIM, no HNSW) and ``pooled`` (cosine, HNSW)."""
+
+    @abstractmethod
+    def collection_schema(self, name: str) -> dict[str, Any]:
+        """``{"metadata": {...}, "vectors": {name: {"size": int, "multivector": bool}}}``."""
+
+    @abstractmethod
+    def create_payload_index(self, name: str, field: str, schema: str) -> None:
+        """Index a payload field; ``schema`` is a Qdrant payload schema type name (``keyword``, ``integer``...)."""
+
+    @abstractmethod
+    def upsert(self, name: str, points: Sequence[PointData]) -> None:
+        """Insert or overwrite points; returns once they are durable/searchable (``wait=True``)."""
+
+    @abstractmethod
+    def query(self, name: str, queries: Sequence[StageOneQuery]) -> list[list[Candidate]]:
+        """Run stage 1 for each query (one round trip for the batch where the back end allows it)."""
+
+    @abstractmethod
+    def scroll(self, name: str, query_filter: models.Filter | None, *, with_frames: bool, limit: int = 10_000) -> list[Candidate]:
+        """Every point matching the filter (score 0)."""
+
+    @abstractmethod
+    def delete(self, name: str, query_filter: models.Filter) -> None:
+        """Delete every point matching the filter."""
+
+    @abstractmethod
+    def count(self, name: str, query_filter: models.Filter | None = None) -> int:
+        """Exact number of points matching the filter."""
+
+
+def _frames_of(vector: Any) -> np.ndarray | None:
+    if isinstance(vector, dict):
+        f = vector.get(VECTOR_FRAMES)
+        if f is not None:
+            return np.asarray(f, dtype=np.float32)
+    return None
+
+
+class QdrantClientBackend(StorageBackend):
+    """:class:`StorageBackend` over ``qdrant_client.QdrantClient`` (local mode or server)."""
+
+    def __init__(self, client: QdrantClient, *, timeout: int | None = None) -> None:
+        self.client = client
+        self.timeout = timeout
+
+    def collection_exists(self, name: str) -> bool:
+        return bool(self.client.collection_exists(name))
+
+    def create_collection(self, name: str, *, dim: int, metadata: dict[str, Any]) -> None:
+        self.client.create_collection(
+            name,
+            vectors_config={
+                VECTOR_FRAMES: models.VectorParams(
+                    size=dim,
+                    distance=models.Distance.COSINE,
+                    multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
+                    hnsw_config=models.HnswConfigDiff(m=0),  # only rescored and fetched, never searched
+                ),
+                VECTOR_POOLED: models.VectorParams(size=dim, distance=models.Distance.COSINE),
+            },
+            metadata=metadata,
+            timeout=self.timeout,
+        )
+
+    def collection_schema(self, name: str) -> dict[str, Any]:
+        info = self.client.get_collection(name)
+        vectors = info.config.params.vectors
+        out: dict[str, Any] = {}
+        if isinstance(vectors, dict):
+            for k, v in vectors.items():
+                out[k] = {"size": v.size, "multivector": v.multivector_config is not None}
+        elif vectors is not None:
+            out[""] = {"size": vectors.size, "multivector": vectors.multivector_config is not None}
+        return {"metadata": dict(info.config.metadata or {}), "vectors": out}
+
+    def create_payload_index(self, name: str, field: str, schema: str) -> None:
+        with warnings.catch_warnings():
+            # local mode warns that indexes have no effect there; the same call matters on a server
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+            self.client.create_payload_index(name, field, field_schema=models.PayloadSchemaType(schema), wait=True)
+
+    def upsert(self, name: str, points: Sequence[PointData]) -> None:
+        if not points:
+            return
+        structs = [
+            models.PointStruct(
+                id=p.id,
+                vector={VECTOR_FRAMES: p.frames.tolist(), VECTOR_POOLED: p.pooled.tolist()},
+                payload=p.payload,
+            )
+            for p in points
+        ]
+        self.client.upsert(name, points=structs, wait=True, timeout=self.timeout)
+
+    def _request(self, q: StageOneQuery) -> models.QueryRequest:
+        params = models.SearchParams(hnsw_ef=q.hnsw_ef, exact=q.exact) if (q.hnsw_ef or q.exact) else None
+        with_vectors: bool | list[str] = [VECTOR_FRAMES] if q.with_frames else False
+        vec = q.vector.astype(np.float32).tolist()
+        if q.rescore:
+            return models.QueryRequest(
+                prefetch=models.Prefetch(
+                    query=vec, using=VECTOR_POOLED, filter=q.query_filter, limit=q.limit * q.rescore_factor, params=params
+                ),
+                query=[vec],  # a one-vector multivector query: MaxSim = the best frame's cosine
+                using=VECTOR_FRAMES,
+                limit=q.limit,
+                with_payload=True,
+                with_vector=with_vectors,
+                score_threshold=q.score_threshold,
+            )
+        return models.QueryRequest(
+            query=vec,
+            using=VECTOR_POOLED,
+            filter=q.query_filter,
+            params=params,
+            limit=q.limit,
+            with_payload=True,
+            with_vector=with_vectors,
+            score_threshold=q.score_threshold,
+        )
+
+    def query(self, name: str, queries: Sequence[StageOneQuery]) -> list[list[Candidate]]:
+        if not queries:
+            return []
+        requests = [self._request(q) for q in queries]
+        if len(requests) == 1:
+            r = requests[0]
+            resp = [
+                self.client.query_points(
+                    name,
+                    query=r.query,
+                    using=r.using,
+                    prefetch=r.prefetch,
+                    query_filter=r.filter,
+                    search_params=r.params,
+                    limit=r.limit or 10,
+                    with_payload=True,
+                    with_vectors=r.with_vector if r.with_vector is not None else False,
+                    score_threshold=r.score_threshold,
+                    timeout=self.timeout,
+                )
+            ]
+        else:
+            resp = self.client.query_batch_points(name, requests=requests, timeout=self.timeout)
+        return [
+            [Candidate(str(p.id), float(p.score), dict(p.payload or {}), _frames_of(p.vector)) for p in r.points]
+            for r in resp
+        ]
+
+    def scroll(self, name: str, query_filter: models.Filter | None, *, with_frames: bool, limit: int = 10_000) -> list[Candidate]:
+        out: list[Candidate] = []
+        offset = None
+        while True:
+            records, offset = self.client.scroll(
+                name,
+                scroll_filter=query_filter,
+                limit=min(limit - len(out), 256),
+                offset=offset,
+                with_payload=True,
+                with_vectors=[VECTOR_FRAMES] if with_frames else False,
+                timeout=self.timeout,
+            )
+            out.extend(Candidate(str(r.id), 0.0, dict(r.payload or {}), _frames_of(r.vector)) for r in records)
+            if offset is None or len(out) >= limit:
+                return out
+
+    def delete(self, name: str, query_filter: models.Filter) -> None:
+        self.client.delete(name, points_selector=models.FilterSelector(filter=query_filter), wait=True, timeout=self.timeout)
+
+    def count(self, name: str, query_filter: models.Filter | None = None) -> int:
+        return int(self.client.count(name, count_filter=query_filter, exact=True, timeout=self.timeout).count)
+
+
+def as_backend(client: QdrantClient | StorageBackend) -> StorageBackend:
+    """Wrap a ``QdrantClient`` (or pass a back end through)."""
+    if isinstance(client, StorageBackend):
+        return client
+    if isinstance(client, QdrantClient):
+        return QdrantClientBackend(client)
+    raise TypeError(
+        f"expected a qdrant_client.QdrantClient (':memory:', path=..., url=...) or a StorageBackend, "
+        f"got {type(client).__name__}"
+    )
