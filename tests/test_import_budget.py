@@ -1,0 +1,39 @@
+"""The query path stays light: no torch, ray, open_clip or video decoder gets imported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vtr_qdrant.bundle import ModelBundle
+
+SCRIPT = r"""
+import json, sys, warnings
+warnings.simplefilter("ignore")
+import numpy as np
+from qdrant_client import QdrantClient
+import vtr_qdrant
+from vtr_qdrant import VideoCollection
+vc = VideoCollection(QdrantClient(":memory:"), "v", "local-dir:" + sys.argv[1])
+rng = np.random.default_rng(0)
+vc.upsert_embeddings("a", rng.standard_normal((4, 32)), np.arange(4.0))
+hits = vc.search("a red circle", limit=1)
+heavy = ["torch", "ray", "open_clip", "av", "cv2", "ffmpeg", "imageio_ffmpeg", "onnx", "torchvision"]
+print(json.dumps({"hit": hits[0].video_id, "loaded": [m for m in heavy if m in sys.modules]}))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_query_path_imports_nothing_heavy(test_bundle: ModelBundle) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(test_bundle.path)],
+        capture_output=True, text=True, timeout=110, cwd=Path(__file__).parent.parent,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["hit"] == "a"
+    assert result["loaded"] == []
