@@ -188,12 +188,9 @@ class SoftmaxPooling(Aggregator):
         text, frames, mask = check_inputs(text, frames, mask)
         sims = frame_similarities(text, frames)  # (T, V, F)
         weights = masked_softmax(sims / self.temperature, mask[None])
-        # pooled[t, v] = sum_f w[t, v, f] frames[v, f]; only its dot with text and its norm are needed:
-        # <text, pooled> = sum_f w * sims; |pooled|^2 = w^T G w with G the frames' Gram matrix.
-        dots = (weights * np.where(mask[None], sims, 0.0)).sum(axis=2)
-        gram = np.einsum("vfd,vgd->vfg", frames, frames)
-        sq = np.einsum("tvf,vfg,tvg->tv", weights, gram, weights)
-        scores = dots / np.sqrt(np.maximum(sq, 1e-24))
+        pooled = np.matmul(weights.transpose(1, 0, 2), frames)  # (V, T, D): batched over videos
+        dots = np.einsum("vtd,td->vt", pooled, text)
+        scores = (dots / np.maximum(np.linalg.norm(pooled, axis=2), 1e-12)).T
         return AggregationResult(scores.astype(sims.dtype), weights.astype(sims.dtype))
 
 
