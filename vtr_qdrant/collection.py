@@ -22,6 +22,7 @@ from .bundle import ModelBundle, resolve_bundle
 from .config import SamplingConfig
 from .errors import CollectionMismatchError, ConfigError, InvalidInputError
 from .hits import VideoHit, moment_from_weights
+from .ingest import IngestReport
 from .points import (
     METADATA_KEY,
     SCHEMA_VERSION,
@@ -336,6 +337,47 @@ class VideoCollection:
         if n:
             self.backend.delete(self.collection_name, f)
         return n
+
+    def add_videos(
+        self,
+        uris: Sequence[str | os.PathLike[str]],
+        *,
+        video_ids: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
+        force: bool = False,
+        batch_frames: int = 64,
+        decode_workers: int = 2,
+        timeout: float = 120.0,
+        progress: bool = True,
+        **sample_options: Any,
+    ) -> IngestReport:
+        """Decode video files, encode their frames and store them (needs the ``video`` extra).
+
+        Frames are sampled with the collection's :class:`SamplingConfig` at the bundle's image size.
+        A file whose content hash and model fingerprint are already stored is skipped unless
+        ``force``. A video that fails (missing, unreadable, undecodable, unsafe, timed out...) is
+        reported and the others go on; nothing already ingested is touched.
+
+        Args:
+            uris: video file paths (see :func:`vtr_qdrant.ingest.expand_sources` for folders/globs).
+            video_ids: ids to store them under (default: the absolute path).
+            metadata: one dict for all videos, or one per video (user payload fields).
+            force: re-ingest unchanged files.
+            batch_frames: frames per encoder batch (across videos).
+            decode_workers: concurrent ffmpeg decodes.
+            timeout: per-video decode timeout in seconds (the ffmpeg process is killed after it).
+            progress: show a progress bar.
+            **sample_options: passed to :func:`vtr_qdrant.video.sample_frames` (e.g. ``allow_playlists``).
+
+        Returns:
+            :class:`IngestReport` with ingested, skipped and failed videos and stage timings.
+        """
+        from .ingest import ingest_videos
+
+        return ingest_videos(
+            self, uris, video_ids=video_ids, metadata=metadata, force=force, batch_frames=batch_frames,
+            decode_workers=decode_workers, timeout=timeout, progress=progress, **sample_options,
+        )
 
     # ------------------------------------------------------------------ reads
 

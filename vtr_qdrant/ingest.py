@@ -1,0 +1,291 @@
+"""In-process ingestion of video files: decode -> encode -> upsert, fault-tolerant.
+
+Decoding runs in a small thread pool (each decode is an ffmpeg subprocess, so threads overlap
+decoding with encoding in the main thread); frames of several videos are encoded together in
+batches; each finished video is upserted as soon as its frames are encoded. A video that fails at
+any stage becomes a :class:`VideoFailure` in the :class:`IngestReport` and the job goes on; what
+was already ingested stays.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from qdrant_client import models
+
+from .errors import InvalidInputError, VideoDecodeError, VtrError
+from .points import Key
+
+if TYPE_CHECKING:
+    from .collection import VideoCollection
+    from .video import SampledFrames
+
+__all__ = ["VideoFailure", "IngestReport", "expand_sources", "file_content_hash", "ingest_videos", "VIDEO_EXTENSIONS"]
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp", ".ogv"})
+
+
+class VideoFailure(BaseModel):
+    """One video that could not be ingested.
+
+    Attributes:
+        uri: the source.
+        video_id: the id it would have had.
+        stage: ``input``, ``decode``, ``encode`` or ``upsert``.
+        error_type: the exception class name.
+        reason: short machine-readable tag (e.g. ``not_found``, ``no_video_stream``, ``timeout``).
+        message: human-readable explanation.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str
+    video_id: str
+    stage: str
+    error_type: str
+    reason: str
+    message: str
+
+
+class IngestReport(BaseModel):
+    """What an ingestion run did.
+
+    Attributes:
+        ingested: ids of videos written.
+        skipped: ids of videos already stored with the same content hash and model.
+        failed: one entry per failed video.
+        frames: frames encoded.
+        seconds: wall time per stage (``decode`` is summed over worker threads) and ``total``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    ingested: list[str] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list)
+    failed: list[VideoFailure] = Field(default_factory=list)
+    frames: int = 0
+    seconds: dict[str, float] = Field(default_factory=dict)
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+        total = self.seconds.get("total", 0.0)
+        lines = [
+            f"ingested {len(self.ingested)}, skipped {len(self.skipped)} unchanged, failed {len(self.failed)}; "
+            f"{self.frames} frames in {total:.1f} s"
+            + (f" ({self.frames / total:.1f} frames/s)" if total > 0 else ""),
+            "stage seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in self.seconds.items() if k != "total"),
+        ]
+        lines += [f"  FAILED {f.uri} [{f.stage}/{f.reason}] {f.error_type}: {f.message}" for f in self.failed]
+        return "\n".join(lines)
+
+
+def expand_sources(sources: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Expand folders (recursively, video extensions only) and glob patterns into a sorted file list.
+
+    Paths that do not exist are kept as given, so they are reported as failed videos instead of
+    silently vanishing; a glob that matches nothing is an error.
+    """
+    out: list[str] = []
+    for src in sources:
+        s = os.fspath(src)
+        p = Path(s)
+        if p.is_dir():
+            out += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTENSIONS and f.is_file())
+        elif any(ch in s for ch in "*?[") and not p.exists():
+            matches = sorted(glob.glob(s, recursive=True))
+            if not matches:
+                raise InvalidInputError(f"the pattern {s!r} matches no file")
+            out += matches
+        else:
+            out.append(s)
+    return list(dict.fromkeys(out))
+
+
+def file_content_hash(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes (hex, first 32 chars): detects changed files on re-ingestion."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()[:32]
+
+
+def _failure(uri: str, vid: str, stage: str, e: BaseException) -> VideoFailure:
+    reason = getattr(e, "reason", None) or ("error" if isinstance(e, VtrError) else "unexpected_error")
+    return VideoFailure(uri=uri, video_id=vid, stage=stage, error_type=type(e).__name__, reason=str(reason), message=str(e))
+
+
+def _already_stored(vc: VideoCollection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """First-segment payloads of those videos already in the collection."""
+    found: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(ids), 256):
+        f = models.Filter(
+            must=[
+                models.FieldCondition(key=Key.VIDEO_ID, match=models.MatchAny(any=list(ids[i : i + 256]))),
+                models.FieldCondition(key=Key.SEGMENT_INDEX, match=models.MatchValue(value=0)),
+            ]
+        )
+        for c in vc.backend.scroll(vc.collection_name, f, with_frames=False):
+            found[str(c.payload.get(Key.VIDEO_ID))] = c.payload
+    return found
+
+
+def ingest_videos(
+    vc: VideoCollection,
+    uris: Sequence[str | os.PathLike[str]],
+    *,
+    video_ids: Sequence[str] | None = None,
+    metadata: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
+    force: bool = False,
+    batch_frames: int = 64,
+    decode_workers: int = 2,
+    timeout: float = 120.0,
+    progress: bool = True,
+    **sample_options: Any,
+) -> IngestReport:
+    """Decode, encode and store video files; see :meth:`VideoCollection.add_videos`."""
+    from .video import sample_frames  # needs the video extra; imported only when ingesting
+
+    t_start = time.perf_counter()
+    uris = [os.fspath(u) for u in uris]
+    if video_ids is None:
+        video_ids = [str(Path(u).resolve()) if "://" not in u else u for u in uris]
+    if len(video_ids) != len(uris):
+        raise InvalidInputError(f"got {len(video_ids)} video_ids for {len(uris)} uris")
+    if len(set(video_ids)) != len(video_ids):
+        raise InvalidInputError("video_ids must be unique within one call")
+    if metadata is None or isinstance(metadata, Mapping):
+        metas: list[Mapping[str, Any] | None] = [metadata] * len(uris)
+    else:
+        metas = list(metadata)
+        if len(metas) != len(uris):
+            raise InvalidInputError(f"got {len(metas)} metadata entries for {len(uris)} uris")
+    if batch_frames < 1:
+        raise InvalidInputError(f"batch_frames must be >= 1, got {batch_frames}")
+    encoder = vc.frame_encoder  # fails early and clearly without a bundle
+    sampling = vc.sampling
+    report = IngestReport()
+    timing = {"hash": 0.0, "decode": 0.0, "encode": 0.0, "upsert": 0.0}
+
+    # 1. content hashes and the skip check (unchanged file + same model = nothing to do)
+    t0 = time.perf_counter()
+    hashes: dict[str, str | None] = {}
+    todo: list[int] = []
+    for i, (u, vid) in enumerate(zip(uris, video_ids)):
+        p = Path(u)
+        if "://" in u:
+            hashes[vid] = None
+        elif not p.exists():
+            report.failed.append(_failure(u, vid, "input", VideoDecodeError(u, "no such file", reason="not_found")))
+            continue
+        elif p.is_dir():
+            report.failed.append(_failure(u, vid, "input", VideoDecodeError(u, "is a directory, not a video file", reason="is_directory")))
+            continue
+        else:
+            try:
+                hashes[vid] = file_content_hash(p)
+            except OSError as e:
+                report.failed.append(_failure(u, vid, "input", VideoDecodeError(u, f"cannot read: {e}", reason="unreadable")))
+                continue
+        todo.append(i)
+    stored = {} if force else _already_stored(vc, [video_ids[i] for i in todo])
+    fingerprint = vc.fingerprint
+    remaining = []
+    for i in todo:
+        prev = stored.get(video_ids[i])
+        h = hashes[video_ids[i]]
+        if prev is not None and h is not None and prev.get(Key.CONTENT_HASH) == h and prev.get(Key.MODEL_FINGERPRINT) == fingerprint:
+            report.skipped.append(video_ids[i])
+        else:
+            remaining.append(i)
+    timing["hash"] = time.perf_counter() - t0
+
+    # 2. decode in threads, encode in batches across videos, upsert each finished video
+    def decode(i: int) -> tuple[SampledFrames, float]:
+        t = time.perf_counter()
+        s = sample_frames(
+            uris[i],
+            num_frames=sampling.num_frames,
+            fps=sampling.fps,
+            mode=sampling.mode,
+            size=encoder.image_size,
+            timeout=timeout,
+            **sample_options,
+        )
+        return s, time.perf_counter() - t
+
+    pending: list[tuple[int, SampledFrames]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        batch = list(pending)
+        pending.clear()
+        t = time.perf_counter()
+        try:
+            emb = encoder.encode(np.concatenate([s.images for _, s in batch]))
+        except Exception as e:  # one bad batch fails its videos, never the job
+            timing["encode"] += time.perf_counter() - t
+            for i, _ in batch:
+                report.failed.append(_failure(uris[i], video_ids[i], "encode", e))
+            return
+        timing["encode"] += time.perf_counter() - t
+        offset = 0
+        for i, s in batch:
+            n = len(s.images)
+            t = time.perf_counter()
+            try:
+                vc.upsert_embeddings(
+                    video_ids[i],
+                    emb[offset : offset + n],
+                    s.timestamps,
+                    metadata=metas[i],
+                    uri=uris[i],
+                    duration=s.duration,
+                    content_hash=hashes[video_ids[i]],
+                )
+                report.ingested.append(video_ids[i])
+                report.frames += n
+            except Exception as e:
+                report.failed.append(_failure(uris[i], video_ids[i], "upsert", e))
+            timing["upsert"] += time.perf_counter() - t
+            offset += n
+
+    bar = None
+    if progress and remaining:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(remaining), desc="ingest", unit="video")
+    with ThreadPoolExecutor(max_workers=max(1, decode_workers), thread_name_prefix="vtr-decode") as pool:
+        futures: list[tuple[int, Future[tuple[SampledFrames, float]]]] = [(i, pool.submit(decode, i)) for i in remaining]
+        for i, fut in futures:
+            try:
+                s, secs = fut.result()
+                timing["decode"] += secs
+                pending.append((i, s))
+            except Exception as e:
+                report.failed.append(_failure(uris[i], video_ids[i], "decode", e))
+            if sum(len(s.images) for _, s in pending) >= batch_frames:
+                flush()
+            if bar is not None:
+                bar.update(1)
+        flush()
+    if bar is not None:
+        bar.close()
+    timing["total"] = time.perf_counter() - t_start
+    report.seconds = {k: round(v, 4) for k, v in timing.items()}
+    for f in report.failed:
+        log.warning("failed to ingest %s (%s/%s): %s", f.uri, f.stage, f.reason, f.message)
+    return report
