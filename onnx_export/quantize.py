@@ -1,0 +1,87 @@
+"""Graph transforms applied after export: offline ORT optimisation, int8 dynamic quantisation, fp16.
+
+- ``optimize_graph``: onnxruntime's offline graph optimisation at a chosen level, saved to a file.
+  Levels above ``basic`` may fuse into hardware-specific kernels, so such a file is meant for the
+  machine class it was made on; the bundle records the level.
+- ``quantize_int8``: dynamic quantisation (int8 weights, activations quantised per batch at run
+  time) of the MatMul/Gemm layers, for the CPU path. The patch-embedding convolution stays fp32:
+  ORT's ConvInteger is slow on CPU and the layer is a small share of the compute.
+- ``convert_fp16``: float16 weights and compute for the GPU path, with float32 graph inputs and
+  outputs so callers feed and read the same dtypes as the fp32 bundle.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from vtr_qdrant.errors import ConfigError
+
+__all__ = ["OptLevel", "OPT_LEVELS", "optimize_graph", "quantize_int8", "convert_fp16"]
+
+log = logging.getLogger(__name__)
+
+OptLevel = Literal["disable", "basic", "extended", "all"]
+OPT_LEVELS: tuple[str, ...] = ("disable", "basic", "extended", "all")
+
+
+def optimize_graph(src: Path, dst: Path, level: OptLevel) -> None:
+    """Write ``src`` optimised offline by onnxruntime at ``level`` to ``dst`` (may equal ``src``)."""
+    import onnxruntime as ort
+
+    levels = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    if level not in levels:
+        raise ConfigError(f"unknown opt_level {level!r}; expected one of {', '.join(OPT_LEVELS)}")
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".opt-") as tmp:
+        out = Path(tmp) / dst.name
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = levels[level]
+        opts.optimized_model_filepath = str(out)
+        opts.log_severity_level = 3
+        ort.InferenceSession(str(src), sess_options=opts, providers=["CPUExecutionProvider"])
+        out.replace(dst)
+    log.info("optimised %s offline at level %r", dst.name, level)
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """Dynamic int8 quantisation of ``src``'s MatMul/Gemm weights into ``dst``.
+
+    Args:
+        src: fp32 .onnx file.
+        dst: output file (must differ from ``src``).
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if src.resolve() == dst.resolve():
+        raise ConfigError("quantize_int8 needs distinct source and destination files")
+    quantize_dynamic(
+        model_input=str(src),
+        model_output=str(dst),
+        op_types_to_quantize=["MatMul", "Gemm"],
+        per_channel=False,
+        reduce_range=False,
+        weight_type=QuantType.QInt8,
+    )
+    log.info("quantised %s to int8 (dynamic, MatMul/Gemm): %.1f MB -> %.1f MB", src.name,
+             src.stat().st_size / 1e6, dst.stat().st_size / 1e6)
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """Convert ``src`` to float16 weights/compute with float32 inputs and outputs, into ``dst``."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    # keep_io_types: the bundle's I/O contract (float32 pixels in, float32 embeddings out) holds;
+    # casts sit at the graph boundary. LayerNorm/Softmax/reductions run in fp16 on the GPU (CUDA
+    # kernels accumulate in fp32).
+    half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    onnx.save(half, str(dst))
+    log.info("converted %s to float16 (fp32 I/O): %.1f MB", dst.name, dst.stat().st_size / 1e6)
