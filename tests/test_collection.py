@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import random_frames
 from qdrant_client import QdrantClient, models
 
-from conftest import random_frames
 from vtr_qdrant import (
     CollectionMismatchError,
     ConfigError,

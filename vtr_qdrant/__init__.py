@@ -12,7 +12,15 @@ aggregation (X-Pool) over each candidate's frames on the client.
 Importing this package never imports torch, ray, open_clip or a video decoder.
 """
 
-from .aggregation import AggregationResult, Aggregator, MaxFrame, MeanPooling, SoftmaxPooling, TopKFrames, get_aggregator
+from .aggregation import (
+    AggregationResult,
+    Aggregator,
+    MaxFrame,
+    MeanPooling,
+    SoftmaxPooling,
+    TopKFrames,
+    get_aggregator,
+)
 from .bundle import ModelBundle, resolve_bundle
 from .collection import EmbeddedVideo, StoredVideo, VideoCollection
 from .config import SamplingConfig

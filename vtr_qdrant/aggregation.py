@@ -209,7 +209,7 @@ def get_aggregator(aggregation: str | Aggregator, **options: object) -> Aggregat
     if aggregation == "xpool":
         from .xpool import XPoolHead  # local: keeps the registry free of a cycle
 
-        return XPoolHead.identity(int(options.pop("dim")), **options)  # type: ignore[arg-type]
+        return XPoolHead.identity(int(options.pop("dim")), **options)  # type: ignore[call-overload, arg-type]
     try:
         cls = AGGREGATIONS[aggregation]
     except KeyError:

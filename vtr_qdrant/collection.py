@@ -136,6 +136,7 @@ class VideoCollection:
         self.device: Device = device
         self.hnsw_ef = hnsw_ef
         self.exact = exact
+        self.dim: int = 0
         self._text_encoder: Any = None
         self._frame_encoder: Any = None
         if self.bundle is not None and dim is not None and dim != self.bundle.embed_dim:
@@ -146,9 +147,10 @@ class VideoCollection:
         elif not create:
             raise ConfigError(f"collection {collection_name!r} does not exist (pass create=True to create it)")
         else:
-            self.dim = self.bundle.embed_dim if self.bundle is not None else dim  # type: ignore[assignment]
-            if self.dim is None:
+            new_dim = self.bundle.embed_dim if self.bundle is not None else dim
+            if new_dim is None:
                 raise ConfigError("creating a collection needs a model bundle (bundle=...) or an embedding dimension (dim=...)")
+            self.dim = int(new_dim)
             self.sampling = sampling or SamplingConfig()
             self.backend.create_collection(collection_name, dim=self.dim, metadata={METADATA_KEY: self._metadata()})
             self.backend.create_payload_index(collection_name, Key.VIDEO_ID, "keyword")
@@ -207,7 +209,7 @@ class VideoCollection:
                 f"collection {name!r} does not match: it has " + "; ".join(problems)
                 + ". Open it with the model and settings it was built with, or use a new collection_name."
             )
-        self.dim = int(stored_dim)
+        self.dim = int(stored_dim)  # type: ignore[arg-type]
         self.sampling = stored_sampling
         self._stored_fingerprint = stored_fp
 

@@ -159,9 +159,9 @@ def ingest_videos(
     from .video import sample_frames  # needs the video extra; imported only when ingesting
 
     t_start = time.perf_counter()
-    uris = [os.fspath(u) for u in uris]
+    paths = [os.fspath(u) for u in uris]
     if video_ids is None:
-        video_ids = [str(Path(u).resolve()) if "://" not in u else u for u in uris]
+        video_ids = [str(Path(u).resolve()) if "://" not in u else u for u in paths]
     if len(video_ids) != len(uris):
         raise InvalidInputError(f"got {len(video_ids)} video_ids for {len(uris)} uris")
     if len(set(video_ids)) != len(video_ids):
@@ -183,7 +183,7 @@ def ingest_videos(
     t0 = time.perf_counter()
     hashes: dict[str, str | None] = {}
     todo: list[int] = []
-    for i, (u, vid) in enumerate(zip(uris, video_ids)):
+    for i, (u, vid) in enumerate(zip(paths, video_ids)):
         p = Path(u)
         if "://" in u:
             hashes[vid] = None
@@ -216,7 +216,7 @@ def ingest_videos(
     def decode(i: int) -> tuple[SampledFrames, float]:
         t = time.perf_counter()
         s = sample_frames(
-            uris[i],
+            paths[i],
             num_frames=sampling.num_frames,
             fps=sampling.fps,
             mode=sampling.mode,
@@ -239,7 +239,7 @@ def ingest_videos(
         except Exception as e:  # one bad batch fails its videos, never the job
             timing["encode"] += time.perf_counter() - t
             for i, _ in batch:
-                report.failed.append(_failure(uris[i], video_ids[i], "encode", e))
+                report.failed.append(_failure(paths[i], video_ids[i], "encode", e))
             return
         timing["encode"] += time.perf_counter() - t
         offset = 0
@@ -252,14 +252,14 @@ def ingest_videos(
                     emb[offset : offset + n],
                     s.timestamps,
                     metadata=metas[i],
-                    uri=uris[i],
+                    uri=paths[i],
                     duration=s.duration,
                     content_hash=hashes[video_ids[i]],
                 )
                 report.ingested.append(video_ids[i])
                 report.frames += n
             except Exception as e:
-                report.failed.append(_failure(uris[i], video_ids[i], "upsert", e))
+                report.failed.append(_failure(paths[i], video_ids[i], "upsert", e))
             timing["upsert"] += time.perf_counter() - t
             offset += n
 
@@ -276,7 +276,7 @@ def ingest_videos(
                 timing["decode"] += secs
                 pending.append((i, s))
             except Exception as e:
-                report.failed.append(_failure(uris[i], video_ids[i], "decode", e))
+                report.failed.append(_failure(paths[i], video_ids[i], "decode", e))
             if sum(len(s.images) for _, s in pending) >= batch_frames:
                 flush()
             if bar is not None:
