@@ -10,7 +10,11 @@ For K candidates x 12 frames x 512 dims and one query text (float32, the product
 - ``fact_stored``: ``XPoolHead.aggregate_cached`` on a stored ``precompute`` cache: O(H·F·D) per pair.
 
 Prints a table, writes ``benchmarks/results/xpool.json``. Run:
-``.venv/bin/python benchmarks/bench_xpool.py [--candidates 100 200 1000 10000] [--repeats 5]``.
+``.venv/bin/python benchmarks/bench_xpool.py [--candidates 100 200 1000 10000] [--repeats 5] [--threads 1]``.
+
+BLAS threads default to 1 (set before numpy is imported): per-query latency on a small shared
+machine is what stage 2 cares about, and multi-threaded OpenBLAS on an oversubscribed 2-core box
+was measured 10x slower and erratic for these small products.
 """
 
 from __future__ import annotations
@@ -21,9 +25,24 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+
+def _argv_threads(argv: list[str]) -> str:
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--threads="):
+            return a.split("=", 1)[1]
+    return "1"
+
+
+_THREADS = _argv_threads(sys.argv[1:])
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = _THREADS
 
 import numpy as np
 
@@ -38,7 +57,9 @@ def random_head(dim: int, num_heads: int, seed: int = 0) -> XPoolHead:
     state: dict[str, np.ndarray] = {}
     for k in XPOOL_PARAMETER_NAMES:
         if "layer_norm" in k:
-            state[k] = 1 + 0.1 * rng.standard_normal(dim) if k.endswith("weight") else 0.1 * rng.standard_normal(dim)
+            state[k] = (
+                1 + 0.1 * rng.standard_normal(dim) if k.endswith("weight") else 0.1 * rng.standard_normal(dim)
+            )
         elif k.endswith("weight"):
             state[k] = np.eye(dim) + rng.standard_normal((dim, dim)) / math.sqrt(dim)
         else:
@@ -68,7 +89,7 @@ class StoredKV:
         p, h, hd = self.p, self.h, self.hd
         q = _ln(text, p["layer_norm1.weight"], p["layer_norm1.bias"]) @ p["cross_attn.q_proj.weight"].T
         q = (q + p["cross_attn.q_proj.bias"]) / np.float32(math.sqrt(hd))
-        nv, nf, d = self.k.shape
+        nv, _, d = self.k.shape
         attn = np.empty((nv, text.shape[0], d), dtype=text.dtype)
         for i in range(h):
             s = slice(i * hd, (i + 1) * hd)
@@ -78,7 +99,11 @@ class StoredKV:
             attn[:, :, s] = np.matmul(a.transpose(1, 0, 2), self.v[:, :, s])
         x = attn @ p["cross_attn.out_proj.weight"].T + p["cross_attn.out_proj.bias"]
         y = _ln(x, p["layer_norm2.weight"], p["layer_norm2.bias"])
-        z = _ln(y + y @ p["linear_proj.weight"].T + p["linear_proj.bias"], p["layer_norm3.weight"], p["layer_norm3.bias"])
+        z = _ln(
+            y + y @ p["linear_proj.weight"].T + p["linear_proj.bias"],
+            p["layer_norm3.weight"],
+            p["layer_norm3.bias"],
+        )
         z /= np.linalg.norm(z, axis=-1, keepdims=True)
         return np.einsum("vtd,td->tv", z, text / np.linalg.norm(text, axis=1, keepdims=True))
 
@@ -93,6 +118,36 @@ def _median_ms(fn: Callable[[], object], repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def _measure(head: XPoolHead, text: np.ndarray, frames: np.ndarray, reps: int) -> dict[str, float]:
+    """Median ms per query of each form, plus float32/float64 agreement, for one candidate count."""
+    k = frames.shape[0]
+    cache = head.precompute(frames)
+    kv = StoredKV(head, frames)
+    row: dict[str, float] = {
+        "candidates": k,
+        "direct_ms": _median_ms(lambda: head.similarity(text, frames), reps),
+        "direct_kv_stored_ms": _median_ms(lambda: kv.similarity(text), reps),
+        "fact_query_time_ms": _median_ms(lambda: head.aggregate(text, frames), reps),
+        "fact_stored_ms": _median_ms(lambda: head.aggregate_cached(text, cache), reps),
+        "precompute_ms": _median_ms(lambda: head.precompute(frames), max(1, reps // 2)),
+        "cache_bytes_per_video": cache.nbytes // k,
+        "frames_bytes_per_video": frames.nbytes // k,
+    }
+    # accuracy on up to 200 candidates: float64 factorised vs float64 direct, float32 forms vs float64
+    sub = slice(0, min(k, 200))
+    f64, t64 = frames[sub].astype(np.float64), text.astype(np.float64)
+    ref = head.similarity(t64, f64)
+    row["f64_fact_vs_direct_max_abs"] = float(
+        np.abs(head.similarity_cached(t64, head.precompute(f64)) - ref).max()
+    )
+    row["f32_fact_vs_f64_max_abs"] = float(np.abs(head.aggregate_cached(text, cache[sub]).scores - ref).max())
+    row["f32_direct_vs_f64_max_abs"] = float(np.abs(head.similarity(text, frames[sub]) - ref).max())
+    row["f32_kv_stored_vs_f64_max_abs"] = float(
+        np.abs(StoredKV(head, frames[sub]).similarity(text) - ref).max()
+    )
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--candidates", type=int, nargs="+", default=[100, 200, 1000, 10000])
@@ -101,7 +156,9 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--threads", type=int, default=1, help="BLAS threads (read before numpy is imported)")
     args = ap.parse_args()
+    load_before = os.getloadavg()
 
     head = random_head(args.dim, args.heads)
     rng = np.random.default_rng(1)
@@ -113,27 +170,7 @@ def main() -> None:
         text /= np.linalg.norm(text, axis=1, keepdims=True)
         reps = args.repeats if k <= 1000 else max(3, args.repeats // 2)
 
-        cache = head.precompute(frames)
-        kv = StoredKV(head, frames)
-        row = {
-            "candidates": k,
-            "direct_ms": _median_ms(lambda: head.similarity(text, frames), reps),
-            "direct_kv_stored_ms": _median_ms(lambda: kv.similarity(text), reps),
-            "fact_query_time_ms": _median_ms(lambda: head.aggregate(text, frames), reps),
-            "fact_stored_ms": _median_ms(lambda: head.aggregate_cached(text, cache), reps),
-            "precompute_ms": _median_ms(lambda: head.precompute(frames), max(1, reps // 2)),
-            "cache_bytes_per_video": cache.nbytes // k,
-        }
-        # accuracy: float32 factorised vs float64 direct, and float64 factorised vs float64 direct
-        sub = slice(0, min(k, 200))
-        f64, t64 = frames[sub].astype(np.float64), text.astype(np.float64)
-        ref = head.similarity(t64, f64)
-        row["f64_fact_vs_direct_max_abs"] = float(np.abs(head.similarity_cached(t64, head.precompute(f64)) - ref).max())
-        row["f32_fact_vs_f64_max_abs"] = float(np.abs(head.aggregate_cached(text, cache[sub]).scores - ref).max())
-        row["f32_direct_vs_f64_max_abs"] = float(np.abs(head.similarity(text, frames[sub]) - ref).max())
-        row["f32_kv_stored_vs_f64_max_abs"] = float(np.abs(StoredKV(head, frames[sub]).similarity(text) - ref).max())
-        rows.append(row)
-        del cache, kv
+        rows.append(_measure(head, text, frames, reps))
 
     cols = [
         ("K", "candidates", "{:>6d}"),
@@ -155,7 +192,11 @@ def main() -> None:
         vals = []
         for h, key, f in cols:
             if key is None:
-                key = "speedup_direct_over_fact_stored" if h == "direct/stored" else "speedup_kv_stored_over_fact_stored"
+                key = (
+                    "speedup_direct_over_fact_stored"
+                    if h == "direct/stored"
+                    else "speedup_kv_stored_over_fact_stored"
+                )
             vals.append(f.format(r[key]))
         lines.append(" | ".join(vals))
     table = "\n".join(lines)
@@ -166,6 +207,9 @@ def main() -> None:
         "dim": args.dim,
         "num_heads": args.heads,
         "repeats": args.repeats,
+        "blas_threads": int(_THREADS),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
@@ -177,8 +221,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(table)  # noqa: T201 - a benchmark script reports on stdout
-    print(f"\nwritten to {args.out}")  # noqa: T201
+    print(table)
+    print(f"\nwritten to {args.out}")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,9 @@ def _random_state(dim: int, seed: int) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for k in XPOOL_PARAMETER_NAMES:
         if "layer_norm" in k:
-            out[k] = 1 + 0.3 * rng.standard_normal(dim) if k.endswith("weight") else 0.2 * rng.standard_normal(dim)
+            out[k] = (
+                1 + 0.3 * rng.standard_normal(dim) if k.endswith("weight") else 0.2 * rng.standard_normal(dim)
+            )
         elif k.endswith("weight"):
             out[k] = rng.standard_normal((dim, dim)) / math.sqrt(dim) + 0.5 * np.eye(dim)
         else:
@@ -152,8 +154,9 @@ def test_factorised_equals_direct(heads: int) -> None:
     direct = head.similarity(text, frames, mask)
     fact = head.similarity_cached(text, head.precompute(frames, mask))
     assert np.max(np.abs(direct - fact)) <= TOL
-    np.testing.assert_allclose(head.pool_cached(text, head.precompute(frames, mask)),
-                               head.pool(text, frames, mask), rtol=0, atol=TOL)
+    np.testing.assert_allclose(
+        head.pool_cached(text, head.precompute(frames, mask)), head.pool(text, frames, mask), rtol=0, atol=TOL
+    )
 
 
 def test_masked_equals_unpadded() -> None:
@@ -175,12 +178,13 @@ def test_masked_equals_unpadded() -> None:
         np.testing.assert_allclose(batched.scores[:, i], alone.scores[:, 0], rtol=0, atol=TOL)
         np.testing.assert_allclose(direct[:, i], alone.scores[:, 0], rtol=0, atol=TOL)
         np.testing.assert_allclose(batched.weights[:, i, : len(vid)], alone.weights[:, 0], rtol=0, atol=TOL)
-        assert np.all(batched.weights[:, i, len(vid):] == 0.0)
+        assert np.all(batched.weights[:, i, len(vid) :] == 0.0)
     # stacking per-video caches of different widths == one padded cache
     stacked = XPoolVideoCache.stack([head.precompute(vid[None]) for vid in videos])
     np.testing.assert_allclose(head.similarity_cached(text, stacked), batched.scores, rtol=0, atol=TOL)
-    np.testing.assert_allclose(head.similarity_cached(text, stacked[[3, 1]]), batched.scores[:, [3, 1]],
-                               rtol=0, atol=TOL)
+    np.testing.assert_allclose(
+        head.similarity_cached(text, stacked[[3, 1]]), batched.scores[:, [3, 1]], rtol=0, atol=TOL
+    )
 
 
 def test_float32_path() -> None:
@@ -197,6 +201,26 @@ def test_float32_path() -> None:
     np.testing.assert_allclose(s32, ref, rtol=0, atol=2e-6)
 
 
+@pytest.mark.parametrize("spread", [1.0, 0.05, 0.002])
+def test_float32_factorised_as_accurate_as_direct(spread: float) -> None:
+    """Near-duplicate frames (typical of a video) stress the LN variances; float32 must stay sound."""
+    dim = 128
+    head = XPoolHead.from_state_dict(_random_state(dim, seed=9), num_heads=1)
+    rng = np.random.default_rng(9)
+    base = rng.standard_normal((20, 1, dim))
+    frames = base + spread * rng.standard_normal((20, 12, dim))
+    frames /= np.linalg.norm(frames, axis=2, keepdims=True)
+    text = rng.standard_normal((4, dim))
+    ref = head.similarity(text, frames)
+    t32, f32 = text.astype(np.float32), frames.astype(np.float32)
+    err_direct = np.abs(head.similarity(t32, f32) - ref).max()
+    err_fact = np.abs(head.similarity_cached(t32, head.precompute(f32)) - ref).max()
+    assert err_fact <= max(4 * err_direct, 1e-6), (err_fact, err_direct)
+    np.testing.assert_allclose(
+        head.pool_cached(t32, head.precompute(f32)), head.pool(text, frames), atol=1e-4
+    )
+
+
 def test_identity_head_behaviour() -> None:
     dim = 32
     head = get_aggregator("xpool", dim=dim)
@@ -205,7 +229,10 @@ def test_identity_head_behaviour() -> None:
     text = rng.standard_normal((2, dim))
     frames = rng.standard_normal((3, 5, dim))
     # identity weights: q, k, v are LN1 outputs; out is the attention-weighted mean of LN1(frames)
-    ln = lambda a: (a - a.mean(-1, keepdims=True)) / np.sqrt(a.var(-1, keepdims=True) + 1e-5)  # noqa: E731
+
+    def ln(a: np.ndarray) -> np.ndarray:
+        return (a - a.mean(-1, keepdims=True)) / np.sqrt(a.var(-1, keepdims=True) + 1e-5)
+
     logits = np.einsum("td,vfd->tvf", ln(text), ln(frames)) / math.sqrt(dim)
     w = np.exp(logits - logits.max(-1, keepdims=True))
     w /= w.sum(-1, keepdims=True)
@@ -239,7 +266,7 @@ def _official_full_state(dim: int, heads: int, seed: int):  # type: ignore[no-un
 @pytest.mark.parametrize("wrapped", [True, False])
 def test_from_checkpoint_official_layout(tmp_path: Path, wrapped: bool) -> None:
     dim, heads = 16, 2
-    torch, full, state = _official_full_state(dim, heads, seed=11)
+    torch, full, _ = _official_full_state(dim, heads, seed=11)
     full = {k: v.float() for k, v in full.items()}  # checkpoints are float32
     path = tmp_path / "model_best.pth"
     torch.save({"epoch": 3, "state_dict": full} if wrapped else full, path)
@@ -345,3 +372,15 @@ def test_bad_inputs() -> None:
     cache = XPoolHead.identity(8, num_heads=2).precompute(np.ones((1, 3, 8)))
     with pytest.raises(InvalidInputError, match="recompute"):
         head.similarity_cached(np.ones((1, 8)), cache)
+
+
+def test_empty_batches() -> None:
+    head = XPoolHead.from_state_dict(_random_state(8, seed=2), num_heads=2)
+    frames = np.random.default_rng(2).standard_normal((2, 3, 8))
+    r = head.aggregate(np.ones((2, 8)), np.zeros((0, 3, 8)))
+    assert r.scores.shape == (2, 0) and r.weights.shape == (2, 0, 3)
+    assert head.similarity_cached(np.zeros((0, 8)), head.precompute(frames)).shape == (0, 2)
+    assert head.pool_cached(np.zeros((0, 8)), head.precompute(frames)).shape == (2, 0, 8)
+    assert head.pool(np.ones((1, 8)), np.zeros((0, 3, 8))).shape == (0, 1, 8)
+    with pytest.raises(InvalidInputError, match="at least one frame"):
+        head.aggregate(np.ones((2, 8)), np.zeros((2, 0, 8)))

@@ -18,19 +18,24 @@ Two exact implementations live here:
 
 - :meth:`XPoolHead.pool` / :meth:`XPoolHead.similarity`: the direct computation, O(D²) per
   (text, video) pair for the out and linear projections.
-- :meth:`XPoolHead.precompute` + :meth:`XPoolHead.similarity_cached`: the factorised form. The out
-  projection and the LN2-scaled linear layer are linear, so they commute with the attention-weighted
-  sum over frames. Per video and head we precompute ``K = k_proj(LN1 f)``,
-  ``U_hj = W_o[:, head h] v_hj`` and ``Z_hj = W_l diag(gamma2) U_hj``; per pair we only need the
-  logits, the softmax and the weighted sums ``x = sum a U + b_o`` and ``w = sum a Z + W_l (gamma2 * b_o)``,
-  from which LN2, the residual and LN3 follow exactly::
+- :meth:`XPoolHead.precompute` + :meth:`XPoolHead.similarity_cached`: the factorised form, exact
+  to rounding. Everything after the attention softmax is linear up to the LN2/LN3 normalisations,
+  and those only need a mean and a variance, so the projections move into a per-video precompute.
+  With C = I - 11ᵀ/D (centring over channels), frame row i = (head h, frame j), weights a_i summing
+  to 1 per head, and ``U_i = W_o[:, head h] v_hj``::
 
-      m, s = mean(x), std(x)                               (LN2 statistics, from x itself)
-      y    = gamma2 * (x - m) / s + beta2
-      W_l y = (w - m * W_l gamma2) / s + W_l beta2
-      z    = y + W_l y + b_l
+      Uc_i = C (U_i + b_o / H)          ->  x - mean(x) = xc = sum_i a_i Uc_i
+      Yc_i = C (I + W_l) (gamma2 ⊙ Uc_i)    (the LN2-scaled linear layer plus its residual)
+      inv2 = 1 / sqrt(|xc|²/D + eps)        |xc|² = aᵀ (Uc Ucᵀ) a
+      zc   = inv2 sum_i a_i Yc_i + cc       cc = C ((I + W_l) beta2 + b_l)       (centred LN3 input)
+      p    = gamma3 ⊙ zc inv3 + beta3       inv3 from |zc|² = inv2² aᵀ(Yc Ycᵀ)a + 2 inv2 a·(Yc cc) + |cc|²
 
-  That is O(H·F·D) per pair instead of O(D²). :meth:`XPoolHead.aggregate` uses this path.
+  and ``t·p`` and ``|p|²`` expand the same way into ``a·(Yc (gamma3 ⊙ t))`` (one GEMM over all
+  candidates' rows, like the attention logits) plus quadratic forms ``aᵀ G a`` with small per-video
+  Gram matrices (R x R, R = H·F, kept in float64). So a video stores K = k_proj(LN1 f) (F x D),
+  Yc (H·F x D) and three Grams, and a (text, video) pair costs O(H·F·D) with no D-dim vector and no
+  D x D product; the pooled vector itself is never formed when scoring (:meth:`XPoolHead.pool_cached`
+  forms it on request). :meth:`XPoolHead.aggregate` uses this path.
 
 Variable frame counts are handled by masking attention logits with -inf (a masked frame gets exactly
 zero weight), never by padding with repeated frames: masked == running on the unpadded frames.
@@ -56,7 +61,7 @@ from ._optional import require
 from .aggregation import AggregationResult, Aggregator, check_inputs, masked_softmax
 from .errors import ArtifactError, ConfigError, InvalidInputError
 
-__all__ = ["XPoolHead", "XPoolVideoCache", "XPOOL_PARAMETER_NAMES", "XPOOL_PREFIX"]
+__all__ = ["XPOOL_PARAMETER_NAMES", "XPOOL_PREFIX", "XPoolHead", "XPoolVideoCache"]
 
 #: Prefix of the head's parameters in the official X-Pool checkpoints (next to ``clip.*``).
 XPOOL_PREFIX = "pool_frames."
@@ -123,17 +128,23 @@ def _compute_dtype(*arrays: np.ndarray) -> np.dtype:
 class XPoolVideoCache:
     """Per-video tensors of the factorised X-Pool head (text-independent; store them per video).
 
-    H heads, F frames (the widest video), D embedding dim, d = D / H. All arrays share one dtype.
+    H heads, F frames (the widest video), D embedding dim, R = H·F attention rows (head-major: row
+    ``h*F + j`` is frame j of head h). See the module docstring for the algebra.
 
     Attributes:
-        keys: (V, F, D) ``k_proj(LN1 frames)``; head h is channels ``h*d:(h+1)*d``.
-        values: (V, H, F, 2D); ``[..., :D]`` is ``U_hj = W_o[:, head h] v_hj`` and ``[..., D:]`` is
-            ``Z_hj = W_l diag(gamma2) U_hj``. Kept side by side so one batched matmul gives both sums.
+        keys: (V, F, D) ``k_proj(LN1 frames)``, the frames' dtype; head h is channels ``h*d:(h+1)*d``.
+        yc: (V, H, F, D) the frames' dtype: ``Yc_hj = C (I + W_l) diag(gamma2) Uc_hj``, the centred
+            pre-LN3 contribution of frame j through head h.
+        grams: (V, 3, R, R) float64: ``Uc Ucᵀ``, ``Yc Ycᵀ`` and ``Yc diag(gamma3²) Ycᵀ``.
+            Kept in float64 (they are small) so LN2/LN3 variances do not lose precision.
+        lin: (V, 3, R) float64: ``Yc cc``, ``Yc (gamma3² ⊙ cc)``, ``Yc (gamma3 ⊙ beta3)``.
         mask: (V, F) bool, True where a frame exists. Masked rows hold finite values that get weight 0.
     """
 
     keys: np.ndarray
-    values: np.ndarray
+    yc: np.ndarray
+    grams: np.ndarray
+    lin: np.ndarray
     mask: np.ndarray
 
     @property
@@ -142,55 +153,52 @@ class XPoolVideoCache:
 
     @property
     def num_heads(self) -> int:
-        return int(self.values.shape[1])
-
-    @property
-    def u(self) -> np.ndarray:
-        """(V, H, F, D) view: the out-projected values ``U``."""
-        return self.values[..., : self.keys.shape[2]]
-
-    @property
-    def z(self) -> np.ndarray:
-        """(V, H, F, D) view: ``Z = W_l diag(gamma2) U``."""
-        return self.values[..., self.keys.shape[2] :]
+        return int(self.yc.shape[1])
 
     @property
     def nbytes(self) -> int:
-        return int(self.keys.nbytes + self.values.nbytes + self.mask.nbytes)
+        return int(sum(a.nbytes for a in (self.keys, self.yc, self.grams, self.lin, self.mask)))
 
     def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> XPoolVideoCache:
         """Select videos (keeps the video axis: an int gives a one-video cache)."""
         if isinstance(index, (int, np.integer)):
-            index = slice(int(index), int(index) + 1) if index != -1 else slice(-1, None)
-        return XPoolVideoCache(self.keys[index], self.values[index], self.mask[index])
+            i = int(index)
+            index = slice(i, i + 1) if i != -1 else slice(-1, None)
+        return XPoolVideoCache(
+            self.keys[index], self.yc[index], self.grams[index], self.lin[index], self.mask[index]
+        )
 
     @staticmethod
     def stack(caches: Sequence[XPoolVideoCache]) -> XPoolVideoCache:
         """Concatenate caches along the video axis, padding frames (masked out) to the widest one."""
         if not caches:
             raise InvalidInputError("cannot stack an empty list of X-Pool caches")
-        d = caches[0].keys.shape[2]
-        h = caches[0].num_heads
-        dtype = np.result_type(*(c.keys.dtype for c in caches))
+        d, h = caches[0].keys.shape[2], caches[0].num_heads
         for c in caches:
             if c.keys.shape[2] != d or c.num_heads != h:
                 raise InvalidInputError(
                     f"X-Pool caches come from different heads: dim {c.keys.shape[2]} vs {d}, "
                     f"heads {c.num_heads} vs {h}"
                 )
+        dtype = np.result_type(*(c.keys.dtype for c in caches))
         f_max = max(c.keys.shape[1] for c in caches)
-        v_total = sum(c.num_videos for c in caches)
-        keys = np.zeros((v_total, f_max, d), dtype=dtype)
-        values = np.zeros((v_total, h, f_max, 2 * d), dtype=dtype)
-        mask = np.zeros((v_total, f_max), dtype=bool)
+        n = sum(c.num_videos for c in caches)
+        keys = np.zeros((n, f_max, d), dtype=dtype)
+        yc = np.zeros((n, h, f_max, d), dtype=dtype)
+        grams = np.zeros((n, 3, h, f_max, h, f_max))
+        lin = np.zeros((n, 3, h, f_max))
+        mask = np.zeros((n, f_max), dtype=bool)
         i = 0
         for c in caches:
-            n, f = c.num_videos, c.keys.shape[1]
-            keys[i : i + n, :f] = c.keys
-            values[i : i + n, :, :f] = c.values
-            mask[i : i + n, :f] = c.mask
-            i += n
-        return XPoolVideoCache(keys, values, mask)
+            m, f = c.num_videos, c.keys.shape[1]
+            keys[i : i + m, :f] = c.keys
+            yc[i : i + m, :, :f] = c.yc
+            grams[i : i + m, :, :, :f, :, :f] = c.grams.reshape(m, 3, h, f, h, f)
+            lin[i : i + m, :, :, :f] = c.lin.reshape(m, 3, h, f)
+            mask[i : i + m, :f] = c.mask
+            i += m
+        r = h * f_max
+        return XPoolVideoCache(keys, yc, grams.reshape(n, 3, r, r), lin.reshape(n, 3, r), mask)
 
 
 class XPoolHead(Aggregator):
@@ -225,7 +233,9 @@ class XPoolHead(Aggregator):
         if bad:
             raise ConfigError(f"X-Pool parameters have wrong shapes for dim {dim}: " + "; ".join(bad))
         if not isinstance(num_heads, (int, np.integer)) or num_heads < 1 or dim % num_heads:
-            raise ConfigError(f"num_heads must be a positive divisor of the embedding dim {dim}, got {num_heads}")
+            raise ConfigError(
+                f"num_heads must be a positive divisor of the embedding dim {dim}, got {num_heads}"
+            )
         self.dim = dim
         self.num_heads = int(num_heads)
         self.head_dim = dim // self.num_heads
@@ -267,10 +277,8 @@ class XPoolHead(Aggregator):
         source: dict[str, str] = {}
         for key, value in state_dict.items():
             name = str(key)
-            if name.startswith("module."):
-                name = name[len("module.") :]
-            if name.startswith(XPOOL_PREFIX):
-                name = name[len(XPOOL_PREFIX) :]
+            name = name.removeprefix("module.")
+            name = name.removeprefix(XPOOL_PREFIX)
             if name not in wanted:
                 continue
             if name in found:
@@ -284,8 +292,7 @@ class XPoolHead(Aggregator):
         if missing:
             sample = sorted(str(k) for k in state_dict)[:5]
             hint = (
-                " (no X-Pool head parameters at all: is this an X-Pool checkpoint? first keys: "
-                f"{sample})"
+                f" (no X-Pool head parameters at all: is this an X-Pool checkpoint? first keys: {sample})"
                 if len(missing) == len(XPOOL_PARAMETER_NAMES)
                 else ""
             )
@@ -369,12 +376,16 @@ class XPoolHead(Aggregator):
             with np.load(p, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
         except (OSError, ValueError, zipfile.BadZipFile) as e:
-            raise ArtifactError(f"could not read X-Pool head file {p} (expected an .npz from save()): {e}") from e
+            raise ArtifactError(
+                f"could not read X-Pool head file {p} (expected an .npz from save()): {e}"
+            ) from e
         if _FORMAT_KEY not in arrays:
             raise ArtifactError(f"{p} is not an X-Pool head file written by XPoolHead.save()")
         version = int(arrays.pop(_FORMAT_KEY))
         if version != _FORMAT_VERSION:
-            raise ArtifactError(f"{p}: unsupported X-Pool head format version {version} (expected {_FORMAT_VERSION})")
+            raise ArtifactError(
+                f"{p}: unsupported X-Pool head format version {version} (expected {_FORMAT_VERSION})"
+            )
         num_heads = int(arrays.pop("num_heads"))
         dim = int(arrays.pop("dim"))
         head = cls.from_state_dict(arrays, num_heads=num_heads)
@@ -388,33 +399,46 @@ class XPoolHead(Aggregator):
     # ------------------------------------------------------------------ helpers
 
     def _params(self, dtype: np.dtype) -> dict[str, np.ndarray]:
-        """Raw parameters cast to ``dtype`` plus the fused matrices of the factorised form.
+        """Raw parameters cast to ``dtype`` plus the fused matrices and constants of the factorised form.
 
         Fusions are computed in float64 and cast once, so float32 scoring pays one rounding per entry.
+        Constants used in the float64 variance algebra stay float64 (``*64`` and ``lin_vectors``).
         """
         cached = self._fused.get(dtype)
         if cached is not None:
             return cached
         p = self._p
         dim, h, hd = self.dim, self.num_heads, self.head_dim
-        wo, wv, bv = p["cross_attn.out_proj.weight"], p["cross_attn.v_proj.weight"], p["cross_attn.v_proj.bias"]
-        wl, g2 = p["linear_proj.weight"], p["layer_norm2.weight"]
-        wl_g2 = wl * g2[None, :]  # W_l diag(gamma2)
-        # One (D, D + 2HD) matrix maps LN1(frame) to [K | U_0 Z_0 | U_1 Z_1 | ...] in a single GEMM.
+        wo, wv, bv = (
+            p["cross_attn.out_proj.weight"],
+            p["cross_attn.v_proj.weight"],
+            p["cross_attn.v_proj.bias"],
+        )
+        wl, g2, b2 = p["linear_proj.weight"], p["layer_norm2.weight"], p["layer_norm2.bias"]
+        g3, b3 = p["layer_norm3.weight"], p["layer_norm3.bias"]
+        centre = np.eye(dim) - 1.0 / dim  # C: removes the mean over channels
+        mix = (centre @ (np.eye(dim) + wl)) * g2[None, :]  # C (I + W_l) diag(gamma2)
+        # One (D, D + 2HD) matrix maps LN1(frame) to [K | Uc_0 Yc_0 | Uc_1 Yc_1 | ...] in a single GEMM.
         cols = [p["cross_attn.k_proj.weight"].T]
         bias = [p["cross_attn.k_proj.bias"]]
         for i in range(h):
             s = slice(i * hd, (i + 1) * hd)
-            m_u = wo[:, s] @ wv[s, :]  # (D, D): frame' -> U_h
-            b_u = wo[:, s] @ bv[s]
-            cols += [m_u.T, (wl_g2 @ m_u).T]
-            bias += [b_u, wl_g2 @ b_u]
+            # b_o is shared by the heads as b_o / H each: every head's weights sum to 1 over frames.
+            a_u = centre @ (wo[:, s] @ wv[s, :])
+            b_u = centre @ (wo[:, s] @ bv[s] + p["cross_attn.out_proj.bias"] / h)
+            cols += [a_u.T, (mix @ a_u).T]
+            bias += [b_u, mix @ b_u]
+        c = b2 + wl @ b2 + p["linear_proj.bias"]
+        cc = c - c.mean()
         fused = {k: v.astype(dtype) for k, v in p.items()}
         fused["frame_matrix"] = np.ascontiguousarray(np.concatenate(cols, axis=1), dtype=dtype)
         fused["frame_bias"] = np.concatenate(bias).astype(dtype)
-        fused["z_bias"] = (wl_g2 @ p["cross_attn.out_proj.bias"]).astype(dtype)  # W_l (gamma2 * b_o)
-        fused["wl_g2"] = wl.dot(g2).astype(dtype)  # W_l gamma2
-        fused["wl_b2"] = (wl @ p["layer_norm2.bias"] + p["linear_proj.bias"]).astype(dtype)  # W_l beta2 + b_l
+        fused["cc"] = cc.astype(dtype)
+        fused["cc64"], fused["g3_64"], fused["b3_64"] = cc, g3, b3
+        fused["g3_sq64"] = g3 * g3
+        fused["lin_vectors"] = np.stack([cc, g3 * g3 * cc, g3 * b3], axis=1)  # (D, 3)
+        # |cc|², |g3 ⊙ cc|², (g3 ⊙ b3)·cc, |b3|²
+        fused["consts"] = np.array([cc @ cc, (g3 * cc) @ (g3 * cc), (g3 * b3) @ cc, b3 @ b3])
         self._fused[dtype] = fused
         return fused
 
@@ -424,15 +448,25 @@ class XPoolHead(Aggregator):
             raise InvalidInputError(f"text embeddings must have shape (T, {self.dim}), got {text.shape}")
         return text
 
-    def _check_frames(self, frames: np.ndarray, frame_mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _check_frames(
+        self, frames: np.ndarray, frame_mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         frames = np.asarray(frames)
         if frames.ndim != 3 or frames.shape[2] != self.dim:
-            raise InvalidInputError(f"frame embeddings must have shape (V, F, {self.dim}), got {frames.shape}")
+            raise InvalidInputError(
+                f"frame embeddings must have shape (V, F, {self.dim}), got {frames.shape}"
+            )
+        if frames.shape[0] and not frames.shape[1]:
+            raise InvalidInputError(
+                f"every video needs at least one frame, got frames of shape {frames.shape}"
+            )
         if frame_mask is None:
             return frames, np.ones(frames.shape[:2], dtype=bool)
         mask = np.asarray(frame_mask, dtype=bool)
         if mask.shape != frames.shape[:2]:
-            raise InvalidInputError(f"frame_mask must have shape (V, F) = {frames.shape[:2]}, got {mask.shape}")
+            raise InvalidInputError(
+                f"frame_mask must have shape (V, F) = {frames.shape[:2]}, got {mask.shape}"
+            )
         if frames.shape[0] and not mask.any(axis=1).all():
             raise InvalidInputError("every video needs at least one valid frame in frame_mask")
         if not mask.all():
@@ -509,41 +543,72 @@ class XPoolHead(Aggregator):
 
     # ------------------------------------------------------------------ factorised computation
 
-    def precompute(self, frames: np.ndarray, frame_mask: np.ndarray | None = None) -> XPoolVideoCache:
+    def precompute(
+        self, frames: np.ndarray, frame_mask: np.ndarray | None = None, *, chunk: int = 512
+    ) -> XPoolVideoCache:
         """Text-independent per-video tensors of the factorised form (compute once, store per video).
 
-        Cost O(V·F·D²·(1 + 2H)); size 1 + 2H times the frames' size.
+        Cost O(V·F·D²·(1 + 2H)); size (1 + H)·F·D values of the frames' dtype per video plus
+        float64 Gram matrices of 3·(H·F)² values.
 
         Args:
             frames: (V, F, D) float32/float64 frame embeddings.
             frame_mask: (V, F) bool, True where a frame exists; None means all frames exist.
+            chunk: videos per block (bounds the temporary memory).
 
         Returns:
-            :class:`XPoolVideoCache` in the frames' dtype (float32 stays float32).
+            :class:`XPoolVideoCache`; keys/yc in the frames' dtype (float32 stays float32).
         """
         frames, mask = self._check_frames(frames, frame_mask)
         dtype = _compute_dtype(frames)
         p = self._params(dtype)
         v, f, dim = frames.shape
         h = self.num_heads
-        fn = _layer_norm(frames.astype(dtype, copy=False), p["layer_norm1.weight"], p["layer_norm1.bias"])
-        out = fn.reshape(v * f, dim) @ p["frame_matrix"] + p["frame_bias"]  # (V*F, D + 2HD)
-        keys = np.ascontiguousarray(out[:, :dim]).reshape(v, f, dim)
-        values = np.ascontiguousarray(out[:, dim:].reshape(v, f, h, 2 * dim).transpose(0, 2, 1, 3))
-        return XPoolVideoCache(keys, values, mask.copy())
+        r = h * f
+        step = max(1, int(chunk))
+        keys = np.empty((v, f, dim), dtype=dtype)
+        yc = np.empty((v, h, f, dim), dtype=dtype)
+        grams = np.empty((v, 3, r, r))
+        lin = np.empty((v, 3, r))
+        for lo in range(0, v, step):
+            hi = min(v, lo + step)
+            n = hi - lo
+            fn = _layer_norm(
+                frames[lo:hi].astype(dtype, copy=False), p["layer_norm1.weight"], p["layer_norm1.bias"]
+            )
+            out = fn.reshape(n * f, dim) @ p["frame_matrix"] + p["frame_bias"]  # (n*F, D + 2HD)
+            keys[lo:hi] = out[:, :dim].reshape(n, f, dim)
+            rest = out[:, dim:].reshape(n, f, h, 2, dim).transpose(0, 2, 1, 3, 4)  # (n, H, F, 2, D)
+            yc[lo:hi] = rest[..., 1, :]
+            # Grams of the stored (rounded) rows, accumulated in float64: exact for what is stored, so
+            # float32 caches lose no more in the LN variances than the direct float32 computation.
+            u64 = rest[..., 0, :].reshape(n, r, dim).astype(np.float64)
+            y64 = yc[lo:hi].reshape(n, r, dim).astype(np.float64)
+            grams[lo:hi, 0] = u64 @ u64.transpose(0, 2, 1)
+            grams[lo:hi, 1] = y64 @ y64.transpose(0, 2, 1)
+            grams[lo:hi, 2] = (y64 * p["g3_sq64"]) @ y64.transpose(0, 2, 1)
+            lin[lo:hi] = (y64 @ p["lin_vectors"]).transpose(0, 2, 1)
+        return XPoolVideoCache(keys, yc, grams, lin, mask.copy())
 
-    def _pool_cached(self, text: np.ndarray, cache: XPoolVideoCache) -> tuple[np.ndarray, np.ndarray]:
-        """Factorised pooling: ((V, T, D) pooled, (T, V, H, F) attention weights)."""
+    def _check_cache(self, cache: XPoolVideoCache) -> None:
         if cache.keys.ndim != 3 or cache.keys.shape[2] != self.dim or cache.num_heads != self.num_heads:
             raise InvalidInputError(
                 f"X-Pool cache has keys {cache.keys.shape} and {cache.num_heads} head(s); this head "
                 f"needs dim {self.dim} and {self.num_heads} head(s): recompute it with this head's precompute()"
             )
+
+    def _attention_cached(self, text: np.ndarray, cache: XPoolVideoCache) -> dict[str, np.ndarray]:
+        """Attention weights, LN2/LN3 scales and the quadratic/linear forms of every (text, video) pair.
+
+        Returned entries: ``a`` (T, V, H, F) attention weights in the compute dtype; ``a64`` (V, T, R)
+        float64 copy; ``inv2``, ``inv3`` (V, T) float64 ``1/sqrt(var + eps)`` of LN2 and LN3;
+        ``quad``, ``lin`` (3, V, T) float64 ``aᵀ G a`` and ``a·l``; ``p`` the fused parameters.
+        """
+        self._check_cache(cache)
         dtype = _compute_dtype(text, cache.keys)
         p = self._params(dtype)
         text = text.astype(dtype, copy=False)
         keys = cache.keys.astype(dtype, copy=False)
-        values = cache.values.astype(dtype, copy=False)
         t = text.shape[0]
         v, f, dim = keys.shape
         h, hd = self.num_heads, self.head_dim
@@ -554,22 +619,49 @@ class XPoolHead(Aggregator):
             qb[i * hd : (i + 1) * hd, :, i] = q[:, i].T
         logits = (keys.reshape(v * f, dim) @ qb.reshape(dim, t * h)).reshape(v, f, t, h)
         a = masked_softmax(logits.transpose(2, 0, 3, 1), cache.mask[None, :, None, :])  # (T, V, H, F)
-        # sum_{h,f} a * [U | Z] per video: a batched (T, H*F) @ (H*F, 2D) matmul.
-        a_v = np.ascontiguousarray(a.transpose(1, 0, 2, 3)).reshape(v, t, h * f)
-        sums = np.matmul(a_v, values.reshape(v, h * f, 2 * dim))  # (V, T, 2D)
-        x = sums[..., :dim] + p["cross_attn.out_proj.bias"]  # out_proj(attention)
-        w = sums[..., dim:] + p["z_bias"]  # W_l (gamma2 * x)
-        m = x.mean(axis=-1, keepdims=True)
-        xc = x - m
-        inv = 1.0 / np.sqrt(np.mean(xc * xc, axis=-1, keepdims=True) + _LN_EPS)
-        y = xc * inv * p["layer_norm2.weight"] + p["layer_norm2.bias"]  # LN2(x)
-        z = y + (w - m * p["wl_g2"]) * inv + p["wl_b2"]  # y + linear_proj(y)
-        pooled = _layer_norm(z, p["layer_norm3.weight"], p["layer_norm3.bias"])
-        return pooled, a
+        a64 = a.transpose(1, 0, 2, 3).reshape(v, t, h * f).astype(np.float64)  # (V, T, R)
+        quad = np.einsum("vti,vkij,vtj->kvt", a64, cache.grams, a64)  # (3, V, T)
+        lin = np.einsum("vti,vki->kvt", a64, cache.lin)  # (3, V, T)
+        cc2 = p["consts"][0]
+        inv2 = 1.0 / np.sqrt(quad[0] / dim + _LN_EPS)  # |xc|² = aᵀ (Uc Ucᵀ) a
+        zc2 = inv2 * inv2 * quad[1] + 2.0 * inv2 * lin[0] + cc2  # |zc|² with zc = inv2 Σ a Yc + cc
+        inv3 = 1.0 / np.sqrt(np.maximum(zc2, 0.0) / dim + _LN_EPS)
+        return {"a": a, "a64": a64, "inv2": inv2, "inv3": inv3, "quad": quad, "lin": lin, "p": p}
+
+    def _scores_cached(self, text: np.ndarray, cache: XPoolVideoCache) -> tuple[np.ndarray, np.ndarray]:
+        """((T, V) scores, (T, V, H, F) attention weights) without forming any D-dim vector per pair."""
+        st = self._attention_cached(text, cache)
+        a, a64, inv2, inv3, quad, lin, p = (st[k] for k in ("a", "a64", "inv2", "inv3", "quad", "lin", "p"))
+        dtype = a.dtype
+        v, h, f, dim = cache.yc.shape
+        t64 = text.astype(np.float64)
+        g3t = text.astype(dtype, copy=False) * p["layer_norm3.weight"]  # (T, D)
+        e = cache.yc.astype(dtype, copy=False).reshape(v * h * f, dim) @ g3t.T  # (V*R, T): Yc·(g3 ⊙ t)
+        ae = np.einsum("vti,vit->vt", a64, e.reshape(v, h * f, text.shape[0]).astype(np.float64))
+        _, g3cc2, g3b3cc, b3b3 = p["consts"]
+        # t·p = inv3 (inv2 Σ a Yc·(g3 ⊙ t) + (g3 ⊙ t)·cc) + t·b3
+        tp = inv3 * (inv2 * ae + (t64 * p["g3_64"]) @ p["cc64"]) + t64 @ p["b3_64"]
+        # |p|² = inv3² |g3 ⊙ zc|² + 2 inv3 (g3 ⊙ b3)·zc + |b3|²
+        g3zc2 = inv2 * inv2 * quad[2] + 2.0 * inv2 * lin[1] + g3cc2
+        g3b3zc = inv2 * lin[2] + g3b3cc
+        pp = inv3 * inv3 * g3zc2 + 2.0 * inv3 * g3b3zc + b3b3
+        tiny = np.finfo(np.float64).tiny
+        scores = tp / np.maximum(np.linalg.norm(t64, axis=1) * np.sqrt(np.maximum(pp, 0.0)), tiny)
+        return scores.T.astype(dtype), a
 
     def pool_cached(self, text: np.ndarray, cache: XPoolVideoCache) -> np.ndarray:
-        """(V, T, D) pooled embeddings from a :meth:`precompute` cache; equals :meth:`pool` exactly."""
-        return self._pool_cached(self._check_text(text), cache)[0]
+        """(V, T, D) pooled embeddings from a :meth:`precompute` cache; equals :meth:`pool` exactly.
+
+        Scoring does not need these vectors (:meth:`similarity_cached` never forms them); this is for
+        callers who want the pooled embeddings themselves. O(H·F·D) per pair too.
+        """
+        st = self._attention_cached(self._check_text(text), cache)
+        a, p = st["a"], st["p"]
+        v, h, f, dim = cache.yc.shape
+        a_v = np.ascontiguousarray(a.transpose(1, 0, 2, 3)).reshape(v, a.shape[0], h * f)
+        s = np.matmul(a_v, cache.yc.astype(a.dtype, copy=False).reshape(v, h * f, dim))  # (V, T, D)
+        zc = st["inv2"][..., None].astype(a.dtype) * s + p["cc"]
+        return zc * (st["inv3"][..., None].astype(a.dtype) * p["layer_norm3.weight"]) + p["layer_norm3.bias"]
 
     def similarity_cached(self, text: np.ndarray, cache: XPoolVideoCache) -> np.ndarray:
         """(T, V) scores from a :meth:`precompute` cache; equals :meth:`similarity` (O(H·F·D) per pair).
@@ -577,16 +669,15 @@ class XPoolHead(Aggregator):
         Args:
             text: (T, D) float32/float64 raw text embeddings.
             cache: per-video tensors from :meth:`precompute` (or :meth:`XPoolVideoCache.stack`).
+
+        Returns:
+            (T, V) cosine similarities; float32 if text and cache are float32, else float64.
         """
-        text = self._check_text(text)
-        pooled = self._pool_cached(text, cache)[0]
-        return self._cosine(text.astype(pooled.dtype, copy=False), pooled)
+        return self._scores_cached(self._check_text(text), cache)[0]
 
     def aggregate_cached(self, text: np.ndarray, cache: XPoolVideoCache) -> AggregationResult:
         """Like :meth:`aggregate`, from stored per-video tensors."""
-        text = self._check_text(text)
-        pooled, a = self._pool_cached(text, cache)
-        scores = self._cosine(text.astype(pooled.dtype, copy=False), pooled)
+        scores, a = self._scores_cached(self._check_text(text), cache)
         return AggregationResult(scores, a.mean(axis=2))
 
     def aggregate(
