@@ -401,3 +401,21 @@ def test_max_frames_bounds_fps_sampling(vids: dict[str, Path]) -> None:
     with pytest.raises(VideoDecodeError) as info:
         sample_frames(vids["colors"], fps=25.0, size=8, max_frames=10)
     assert info.value.reason == "too_many_frames"
+
+
+@pytest.mark.timeout(60)
+def test_many_targets_every_frame(vids: dict[str, Path]) -> None:
+    # 100 targets in one run (ffmpeg's expression parser refuses flat chains of >100 terms).
+    s = sample_frames(vids["colors"], fps=25.0, size=8)
+    np.testing.assert_allclose(s.timestamps, np.arange(100) / 25, atol=1e-6)
+    assert s.padded == 0
+    assert [color_at(s, i) for i in range(0, 100, 25)] == list(COLORS4)
+
+
+@pytest.mark.timeout(60)
+def test_fast_mode_seek_path(vids: dict[str, Path]) -> None:
+    # Few keyframe stand-ins: each is reached by a seek instead of a keyframes-only pass.
+    s = sample_frames(vids["colors"], num_frames=1, size=8, mode="fast")
+    assert s.keyframe_hits == 1
+    assert s.timestamps[0] == pytest.approx(1.92)  # keyframe nearest to t=2.0 s
+    assert color_at(s, 0) == "green"
