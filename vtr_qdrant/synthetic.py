@@ -340,8 +340,13 @@ class World:
 
     def to_json(self) -> str:
         """Serialise to a JSON string (:meth:`from_json` reads it back)."""
-        d = {"seed": self.seed, "size": self.size, "fps": self.fps, "root": self.root,
-             "videos": [asdict(v) for v in self.videos]}
+        d = {
+            "seed": self.seed,
+            "size": self.size,
+            "fps": self.fps,
+            "root": self.root,
+            "videos": [asdict(v) for v in self.videos],
+        }
         return json.dumps(d, indent=1)
 
     @classmethod
@@ -365,7 +370,9 @@ class World:
 # ---------------------------------------------------------------------------------------- generation
 
 
-def _motion_geometry(rng: np.random.Generator, motion: str) -> tuple[float, float, float, float, float, float]:
+def _motion_geometry(
+    rng: np.random.Generator, motion: str
+) -> tuple[float, float, float, float, float, float]:
     lo, hi = 0.26, 0.74
     r = float(rng.uniform(0.17, 0.25))
     c = float(rng.uniform(0.36, 0.64))
@@ -501,7 +508,12 @@ def generate_world(
                     background=key[2],
                     motion=motion,
                     caption=scene_caption(key[0], key[1], key[2], motion),
-                    x0=geo[0], y0=geo[1], x1=geo[2], y1=geo[3], r0=geo[4], r1=geo[5],
+                    x0=geo[0],
+                    y0=geo[1],
+                    x1=geo[2],
+                    y1=geo[3],
+                    r0=geo[4],
+                    r1=geo[5],
                 )
             )
             start += n
@@ -622,11 +634,15 @@ def write_video(video: SyntheticVideo, path: str | os.PathLike[str], size: int, 
         proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True, timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         tmp.unlink(missing_ok=True)
-        raise VideoDecodeError(str(out), f"ffmpeg could not encode the synthetic video: {e}", reason="encode_failed") from e
+        raise VideoDecodeError(
+            str(out), f"ffmpeg could not encode the synthetic video: {e}", reason="encode_failed"
+        ) from e
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
         err = proc.stderr.decode("utf-8", "replace").strip()[-800:]
-        raise VideoDecodeError(str(out), f"ffmpeg exited with {proc.returncode}: {err}", reason="encode_failed")
+        raise VideoDecodeError(
+            str(out), f"ffmpeg exited with {proc.returncode}: {err}", reason="encode_failed"
+        )
     os.replace(tmp, out)
     return out
 
@@ -697,7 +713,9 @@ def evaluate_retrieval(
     """
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 2 or s.shape[0] != len(relevant):
-        raise InvalidInputError(f"scores must be (Q, V) with Q = {len(relevant)} queries, got shape {s.shape}")
+        raise InvalidInputError(
+            f"scores must be (Q, V) with Q = {len(relevant)} queries, got shape {s.shape}"
+        )
     if s.shape[0] == 0:
         raise InvalidInputError("no queries to evaluate")
     ranks = np.empty(s.shape[0], dtype=np.int64)
