@@ -387,6 +387,9 @@ def export_model(
                     f"int8 visual tower is too far from torch ({_fmt(pq)}; need >= {INT8_MIN_COSINE}); "
                     "export without int8"
                 )
+            if pq.min_cosine < 0.999:
+                log.warning("int8 visual tower agrees with torch only to cosine %.6f; check retrieval quality "
+                            "before using it", pq.min_cosine)
             os.replace(q, vpath)
 
         if fp16:

@@ -61,13 +61,18 @@ def quantize_int8(src: Path, dst: Path) -> None:
 
     if src.resolve() == dst.resolve():
         raise ConfigError("quantize_int8 needs distinct source and destination files")
+    # uint8 weights: with int8 weights, x86 u8s8 kernels (VPMADDUBSW) saturate their 16-bit
+    # intermediate sums; measured on ViT-B-32 here: min cosine to torch 0.9846 (QInt8, also
+    # per-channel) vs 0.9998 (QUInt8), and QUInt8 was faster too. Activation x activation MatMuls
+    # (attention scores) stay fp32 (MatMulConstBOnly, the dynamic-quantisation default).
     quantize_dynamic(
         model_input=str(src),
         model_output=str(dst),
         op_types_to_quantize=["MatMul", "Gemm"],
         per_channel=False,
         reduce_range=False,
-        weight_type=QuantType.QInt8,
+        weight_type=QuantType.QUInt8,
+        extra_options={"MatMulConstBOnly": True},
     )
     log.info("quantised %s to int8 (dynamic, MatMul/Gemm): %.1f MB -> %.1f MB", src.name,
              src.stat().st_size / 1e6, dst.stat().st_size / 1e6)

@@ -60,7 +60,7 @@ class VisualTower(nn.Module):
         self.normalize = normalize
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        x = self.model.encode_image(pixel_values)
+        x: torch.Tensor = self.model.encode_image(pixel_values)  # type: ignore[operator]
         return F.normalize(x, dim=-1) if self.normalize else x
 
 
@@ -78,7 +78,7 @@ class TextTower(nn.Module):
         self.normalize = normalize
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        x = self.model.encode_text(input_ids)
+        x: torch.Tensor = self.model.encode_text(input_ids)  # type: ignore[operator]
         return F.normalize(x, dim=-1) if self.normalize else x
 
 
