@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if not args.verbose:
-        for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "root"):
+        for noisy in ("onnx_ir", "onnxscript", "torch.onnx"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         from vtr_qdrant._optional import require
