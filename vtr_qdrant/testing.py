@@ -33,9 +33,9 @@ def write_tiny_merges(path: str | os.PathLike[str]) -> int:
     """Write a small merges file in open_clip's ``bpe_simple_vocab`` format; returns the vocab size."""
     from .tokenizer import ClipTokenizer
 
-    with gzip.open(path, "wt", encoding="utf-8") as f:
-        # no trailing newline: open_clip would read it as an extra, empty vocabulary entry
-        f.write("#version: 0.2\n" + "\n".join(_TINY_MERGES))
+    text = "#version: 0.2\n" + "\n".join(_TINY_MERGES)  # no trailing newline: open_clip reads it as an empty entry
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+        gz.write(text.encode("utf-8"))  # mtime 0: same bytes every time, so the fingerprint is reproducible
     return ClipTokenizer(path).vocab_size
 
 
