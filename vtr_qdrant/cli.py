@@ -11,7 +11,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from .errors import VtrError
@@ -21,13 +22,26 @@ __all__ = ["main", "build_parser", "open_client"]
 log = logging.getLogger("vtr_qdrant.cli")
 
 
-def open_client(args: argparse.Namespace) -> Any:
-    """A QdrantClient from ``--qdrant-url`` (API key from $QDRANT_API_KEY) or ``--qdrant-path``."""
+@contextmanager
+def open_client(args: argparse.Namespace) -> Iterator[Any]:
+    """A QdrantClient from ``--qdrant-url`` (API key from $QDRANT_API_KEY) or ``--qdrant-path``, closed on exit.
+
+    An embedded (path) client holds a lock on its folder until closed.
+    """
+    import warnings
+
     from qdrant_client import QdrantClient
 
     if getattr(args, "qdrant_url", None):
-        return QdrantClient(url=args.qdrant_url, api_key=os.environ.get("QDRANT_API_KEY"))
-    return QdrantClient(path=args.qdrant_path)
+        client = QdrantClient(url=args.qdrant_url, api_key=os.environ.get("QDRANT_API_KEY"))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # local-mode notices
+            client = QdrantClient(path=args.qdrant_path)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def _add_target_args(p: argparse.ArgumentParser, *, collection_required: bool = True) -> None:
@@ -57,8 +71,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if args.collection:
         from .collection import VideoCollection
 
-        vc = VideoCollection(open_client(args), args.collection, args.bundle, create=False)
-        out["collection"] = vc.info()
+        with open_client(args) as client:
+            out["collection"] = VideoCollection(client, args.collection, args.bundle, create=False).info()
     _print_json(out)
     return 0
 
@@ -75,8 +89,9 @@ def _add_info(sub: Any) -> None:
 def _cmd_search(args: argparse.Namespace) -> int:
     from .collection import VideoCollection
 
-    vc = VideoCollection(open_client(args), args.collection, args.bundle, create=False)
-    hits = vc.search(args.text, limit=args.limit, candidates=args.candidates, aggregation=args.aggregation, rescore=args.rescore)
+    with open_client(args) as client:
+        vc = VideoCollection(client, args.collection, args.bundle, create=False)
+        hits = vc.search(args.text, limit=args.limit, candidates=args.candidates, aggregation=args.aggregation, rescore=args.rescore)
     if args.json:
         _print_json([h.model_dump(exclude={"moment": {"timestamps", "weights"}}) for h in hits])
         return 0
@@ -108,9 +123,12 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from .ingest import expand_sources
 
     uris = expand_sources(args.sources)
-    sampling = SamplingConfig(num_frames=args.num_frames, fps=args.fps, mode=args.mode, segment_seconds=args.segment_seconds)
-    vc = VideoCollection(open_client(args), args.collection, args.bundle or "synthetic-world/v1", sampling=sampling)
-    report = vc.add_videos(uris, force=args.force, progress=not args.no_progress, timeout=args.timeout)
+    given = {k: v for k, v in dict(num_frames=args.num_frames, fps=args.fps, mode=args.mode, segment_seconds=args.segment_seconds).items() if v is not None}
+    # no sampling flags: a new collection gets the defaults, an existing one keeps what it records
+    sampling = SamplingConfig(**given) if given else None
+    with open_client(args) as client:
+        vc = VideoCollection(client, args.collection, args.bundle or "synthetic-world/v1", sampling=sampling)
+        report = vc.add_videos(uris, force=args.force, progress=not args.no_progress, timeout=args.timeout)
     print(report.summary())
     if args.report:
         with open(args.report, "w") as f:
@@ -124,7 +142,7 @@ def _add_ingest(sub: Any) -> None:
     _add_target_args(p)
     p.add_argument("--num-frames", type=int, default=None, help="frames per video (default 12)")
     p.add_argument("--fps", type=float, default=None, help="instead: frames per second (long videos)")
-    p.add_argument("--mode", choices=["exact", "fast"], default="exact")
+    p.add_argument("--mode", choices=["exact", "fast"], default=None, help="exact (default) or fast")
     p.add_argument("--segment-seconds", type=float, default=None, help="one point per this many seconds")
     p.add_argument("--timeout", type=float, default=120.0, help="per-video decode timeout, seconds")
     p.add_argument("--force", action="store_true", help="re-ingest unchanged files")
