@@ -198,7 +198,25 @@ def _validate_options(
         raise ConfigError(f"opt_level {opt_level!r} is unknown; expected one of {', '.join(OPT_LEVELS)}")
 
 
+#: Temporary export folders older than this are leftovers of killed exports and are removed.
+STALE_PARTIAL_SECONDS = 6 * 3600
+
+
+def _remove_stale_partials(out_dir: Path) -> None:
+    if not out_dir.parent.is_dir():
+        return
+    now = time.time()
+    for p in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
+        try:
+            if p.is_dir() and now - p.stat().st_mtime > STALE_PARTIAL_SECONDS:
+                log.info("removing %s, left by an interrupted export", p)
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            continue
+
+
 def _prepare_target(out_dir: Path, overwrite: bool) -> None:
+    _remove_stale_partials(out_dir)
     if out_dir.exists():
         if not out_dir.is_dir():
             raise ConfigError(f"{out_dir} exists and is not a folder")
@@ -427,6 +445,11 @@ def export_model(
             "normalize": normalize,
             "versions": _versions(),
         }
+        if fp16:
+            recipe["export"]["note"] = (
+                "float16 graphs for the CUDA execution provider; onnxruntime's CPU provider crashed (SIGSEGV) "
+                "on such graphs at ORT_ENABLE_ALL in onnxruntime 1.32 (ORT_ENABLE_EXTENDED works)"
+            )
         recipe["parity"] = parity
         io_dtype: Literal["float32"] = "float32"
         manifest = BundleManifest(
