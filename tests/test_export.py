@@ -340,3 +340,10 @@ def test_fp16_graphs_keep_fp32_io(tiny_model: torch.nn.Module, tmp_path: Path) -
         assert (isinstance(rec, dict) and rec["min_cosine"] >= 0.999) or "GPU" in rec
     assert rep.manifest.visual.input_dtype == "float32"
     assert rep.text_min_cosine >= 0.9999  # the fp32 gate ran before the conversion
+
+
+def test_opt_level_graphs_still_pass_parity(tiny_model: torch.nn.Module, tmp_path: Path) -> None:
+    rep = _export(tiny_model, tmp_path / "o", opt_level="extended", method="legacy")
+    assert rep.manifest.source.recipe["export"]["opt_level"] == "extended"
+    assert rep.visual_min_cosine >= 0.9999 and rep.text_min_cosine >= 0.9999
+    ModelBundle.load(rep.out_dir, verify=True)
