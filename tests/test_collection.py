@@ -221,3 +221,34 @@ def test_foreign_collection_and_missing(client, test_bundle):  # type: ignore[no
         VideoCollection(client, "new")
     with pytest.raises(TypeError, match="QdrantClient"):
         VideoCollection("http://localhost:6333", "x", test_bundle)  # type: ignore[arg-type]
+
+
+def _random_head(dim: int = 32, seed: int = 0):  # type: ignore[no-untyped-def]
+    from vtr_qdrant.xpool import XPoolHead
+
+    rng = np.random.default_rng(seed)
+    sd = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in XPoolHead.identity(dim).state_dict().items()}
+    return XPoolHead.from_state_dict(sd, num_heads=2)
+
+
+def test_xpool_search_matches_direct_head_and_cache(client, test_bundle):  # type: ignore[no-untyped-def]
+    head = _random_head()
+    vc = VideoCollection(client, "videos", test_bundle, aggregation=head, xpool_cache_size=8)
+    rng = np.random.default_rng(4)
+    vids = {}
+    for i in range(12):
+        n = 3 + i % 6  # variable frame counts: masking, not padding
+        vids[f"v{i}"] = random_frames(rng, n)
+        vc.upsert_embeddings(f"v{i}", vids[f"v{i}"], np.arange(n) * 1.0)
+    q = vc.encode_text(["a red circle"])[0]
+    ref = {v: float(head.similarity(q[None].astype(np.float64), f[None].astype(np.float64))[0, 0]) for v, f in vids.items()}
+    for _ in range(2):  # the second pass is served from the LRU cache (8 entries < 12 candidates)
+        hits = vc.search(q, limit=12, candidates=12)
+        assert [h.video_id for h in hits] == sorted(ref, key=lambda v: -ref[v])
+        for h in hits:
+            assert h.score == pytest.approx(ref[h.video_id], abs=1e-5)
+            assert sum(h.moment.weights) == pytest.approx(1.0, abs=1e-5)
+    assert len(vc._xpool_cache) == 8
+    # uncached path gives the same scores
+    vc0 = VideoCollection(client, "videos", test_bundle, aggregation=head, xpool_cache_size=0)
+    assert [h.score for h in vc0.search(q, limit=12, candidates=12)] == pytest.approx([h.score for h in hits], abs=1e-6)
