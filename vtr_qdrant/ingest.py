@@ -213,6 +213,10 @@ def ingest_videos(
     timing["hash"] = time.perf_counter() - t0
 
     # 2. decode in threads, encode in batches across videos, upsert each finished video
+    # bound memory per video: 10,000 frames at 224 px are 1.5 GB of uint8; longer samplings fail
+    # with reason "too_many_frames" (raise max_frames, or lower fps) instead of exhausting RAM
+    sample_options.setdefault("max_frames", 10_000)
+
     def decode(i: int) -> tuple[SampledFrames, float]:
         t = time.perf_counter()
         s = sample_frames(

@@ -28,7 +28,7 @@ __all__ = [
     "PointData",
     "point_id",
     "max_frames_per_point",
-    "segment_bounds",
+    "segment_spans",
     "make_points",
     "validate_frames",
 ]
@@ -87,36 +87,60 @@ def max_frames_per_point(dim: int) -> int:
     return (MAX_MULTIVECTOR_FLOATS - 1) // dim
 
 
-def segment_bounds(
-    timestamps: np.ndarray, *, max_frames: int, segment_seconds: float | None = None
-) -> list[tuple[int, int]]:
-    """Split a video's frames into contiguous segments.
+def segment_spans(
+    timestamps: np.ndarray,
+    *,
+    duration: float | None = None,
+    max_frames: int,
+    segment_seconds: float | None = None,
+) -> list[tuple[int, int, float, float]]:
+    """Split a video's frames into consecutive segments, one Qdrant point each.
+
+    Every frame lands in exactly one segment; segments are ordered and never empty. With
+    ``segment_seconds``, segments are the cells ``[k*s, (k+1)*s)`` of the timestamp clock that hold
+    frames, and a cell with more than ``max_frames`` frames is split into equal parts. Without it,
+    the frames are split into the fewest equal parts of at most ``max_frames`` frames. Split points
+    lie midway between neighbouring frames; the first segment starts at 0 (or its grid line), the
+    last ends at the video's end.
 
     Args:
         timestamps: (F,) float64 seconds, non-decreasing.
+        duration: the video's duration in seconds (None: the last timestamp).
         max_frames: hard cap of frames per segment (the multivector limit).
-        segment_seconds: if given, also cut every ``segment_seconds`` of video time.
+        segment_seconds: segment length in seconds, or None for count-based segments.
 
     Returns:
-        ``[(start, stop), ...]`` frame index ranges covering every frame exactly once, in order.
+        ``[(first_frame, stop_frame, start_seconds, end_seconds), ...]``.
     """
-    n = len(timestamps)
-    if max_frames < 1:
-        raise ConfigError(f"max_frames must be >= 1, got {max_frames}")
-    if segment_seconds is not None and not segment_seconds > 0:
-        raise ConfigError(f"segment_seconds must be > 0, got {segment_seconds}")
-    windows: list[tuple[int, int]] = []
-    if segment_seconds is None or n == 0:
-        windows = [(0, n)]
+    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
+        raise ConfigError(f"max_frames must be a positive integer, got {max_frames!r}")
+    if segment_seconds is not None and not (segment_seconds > 0 and math.isfinite(segment_seconds)):
+        raise ConfigError(f"segment_seconds must be a positive number, got {segment_seconds!r}")
+    ts = np.asarray(timestamps, dtype=np.float64)
+    n = ts.shape[0]
+    if n == 0:
+        return []
+    end_all = float(ts[-1]) if duration is None or not math.isfinite(duration) else max(float(duration), float(ts[-1]))
+    groups: list[tuple[float, float, int, int]] = []
+    if segment_seconds is None:
+        groups.append((0.0, end_all, 0, n))
     else:
-        keys = np.floor(np.asarray(timestamps) / segment_seconds).astype(np.int64)
-        starts = [0, *(np.flatnonzero(np.diff(keys)) + 1).tolist()]
-        windows = list(zip(starts, [*starts[1:], n]))
-    out: list[tuple[int, int]] = []
-    for a, b in windows:
-        for s in range(a, b, max_frames):
-            out.append((s, min(s + max_frames, b)))
-    return out or [(0, 0)]
+        cell = np.floor(ts / segment_seconds + 1e-9).astype(np.int64)
+        cuts = [0, *(np.flatnonzero(np.diff(cell)) + 1).tolist(), n]
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            c = int(cell[a])
+            groups.append((c * segment_seconds, min((c + 1) * segment_seconds, end_all), a, b))
+    out: list[tuple[int, int, float, float]] = []
+    for start, end, a, b in groups:
+        parts = math.ceil((b - a) / max_frames)
+        base, extra = divmod(b - a, parts)  # equal parts, the first ones one longer (np.array_split)
+        bounds = np.cumsum([a] + [base + 1] * extra + [base] * (parts - extra))
+        for p in range(parts):
+            i, j = int(bounds[p]), int(bounds[p + 1])
+            s = start if p == 0 else float((ts[i - 1] + ts[i]) / 2)
+            e = end if p == parts - 1 else float((ts[j - 1] + ts[j]) / 2)
+            out.append((i, j, float(s), float(max(e, s))))
+    return out
 
 
 def validate_frames(video_id: Any, frames: Any, timestamps: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -176,13 +200,10 @@ def make_points(
             f"video {video_id!r}: metadata keys {sorted(clash)} are reserved by vtr-qdrant; rename them"
         )
     dim = frames.shape[1]
-    bounds = segment_bounds(timestamps, max_frames=max_frames_per_point(dim), segment_seconds=segment_seconds)
-    end_time = float(duration) if duration is not None and math.isfinite(duration) else float(timestamps[-1])
+    spans = segment_spans(timestamps, duration=duration, max_frames=max_frames_per_point(dim), segment_seconds=segment_seconds)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     points = []
-    for i, (a, b) in enumerate(bounds):
-        seg_start = 0.0 if a == 0 else float((timestamps[a - 1] + timestamps[a]) / 2)
-        seg_end = end_time if b == len(timestamps) else float((timestamps[b - 1] + timestamps[b]) / 2)
+    for i, (a, b, seg_start, seg_end) in enumerate(spans):
         seg = frames[a:b]
         pooled = seg.mean(axis=0)
         pooled = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
@@ -192,9 +213,9 @@ def make_points(
             Key.URI: uri,
             Key.DURATION: duration,
             Key.SEGMENT_INDEX: i,
-            Key.SEGMENT_COUNT: len(bounds),
+            Key.SEGMENT_COUNT: len(spans),
             Key.SEGMENT_START: seg_start,
-            Key.SEGMENT_END: max(seg_end, seg_start),
+            Key.SEGMENT_END: seg_end,
             Key.TIMESTAMPS: [float(x) for x in timestamps[a:b]],
             Key.CONTENT_HASH: content_hash,
             Key.MODEL_FINGERPRINT: model_fingerprint,

@@ -696,31 +696,9 @@ def segment_windows(frames: SampledFrames, *, segment_seconds: float | None = No
     Returns:
         The windows, ``index`` 0..n-1.
     """
-    if isinstance(max_frames_per_segment, bool) or not isinstance(max_frames_per_segment, int) \
-            or max_frames_per_segment < 1:
-        raise ConfigError(f"max_frames_per_segment must be a positive integer, got {max_frames_per_segment!r}")
-    if segment_seconds is not None and not (segment_seconds > 0 and math.isfinite(segment_seconds)):
-        raise ConfigError(f"segment_seconds must be a positive number, got {segment_seconds!r}")
-    ts = np.asarray(frames.timestamps, dtype=np.float64)
-    n = ts.shape[0]
-    if n == 0:
-        return []
-    # The clock starts at the video's start (frames.duration is measured from its first frame,
-    # which is at 0 for nearly every file).
-    end_all = max(float(frames.duration), float(ts[-1]))
-    groups: list[tuple[float, float, np.ndarray]] = []
-    if segment_seconds is None:
-        groups.append((0.0, end_all, np.arange(n)))
-    else:
-        cell = np.floor(ts / segment_seconds + 1e-9).astype(np.int64)
-        for c in np.unique(cell):
-            idx = np.flatnonzero(cell == c)
-            groups.append((float(c * segment_seconds), min(float((c + 1) * segment_seconds), end_all), idx))
-    out: list[Segment] = []
-    for start, end, idx in groups:
-        parts = math.ceil(idx.size / max_frames_per_segment)
-        for p, chunk in enumerate(np.array_split(idx, parts)):
-            s = start if p == 0 else (float(ts[chunk[0] - 1]) + float(ts[chunk[0]])) / 2.0
-            e = end if p == parts - 1 else (float(ts[chunk[-1]]) + float(ts[chunk[-1] + 1])) / 2.0
-            out.append(Segment(index=len(out), start=s, end=e, frame_indices=chunk.astype(np.int64)))
-    return out
+    from .points import segment_spans  # one segmentation rule for decoding and storage
+
+    spans = segment_spans(frames.timestamps, duration=float(frames.duration), max_frames=max_frames_per_segment,
+                          segment_seconds=segment_seconds)
+    return [Segment(index=k, start=s, end=e, frame_indices=np.arange(a, b, dtype=np.int64))
+            for k, (a, b, s, e) in enumerate(spans)]
