@@ -10,8 +10,14 @@ benchmarks/results/stage2.json. "convert" is what VideoCollection does with a st
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+# one BLAS thread, as a query server should run: with 2 threads on a busy 2-core machine, OpenBLAS
+# spin-waits and a 0.2 ms aggregation can take 16 ms
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
@@ -19,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import median_seconds, print_table, write_json  # noqa: E402
 
 from vtr_qdrant.aggregation import MaxFrame, MeanPooling, SoftmaxPooling, TopKFrames  # noqa: E402
+from vtr_qdrant.storage import _frames_of  # noqa: E402
 
 
 def main() -> None:
@@ -37,7 +44,7 @@ def main() -> None:
         text = frames[0, 0][None, :].copy()
 
         def convert() -> None:
-            arrs = [np.asarray(x, dtype=np.float32) for x in as_lists]
+            arrs = [_frames_of({"frames": x}) for x in as_lists]
             lengths = np.array([len(a) for a in arrs])
             out = np.zeros((len(arrs), lengths.max(), args.dim), np.float32)
             for i, a in enumerate(arrs):

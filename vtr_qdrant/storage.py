@@ -9,6 +9,7 @@ Filters are ``qdrant_client.models.Filter`` objects, passed through untouched.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import warnings
 from abc import ABC, abstractmethod
@@ -111,10 +112,19 @@ class StorageBackend(ABC):
 
 
 def _frames_of(vector: Any) -> np.ndarray | None:
+    """The (F, D) float32 frame matrix of a returned point (qdrant-client hands back nested lists)."""
     if isinstance(vector, dict):
         f = vector.get(VECTOR_FRAMES)
         if f is not None:
-            return np.asarray(f, dtype=np.float32)
+            if isinstance(f, np.ndarray):
+                return f.astype(np.float32, copy=False)
+            if not f:
+                return np.zeros((0, 0), np.float32)
+            # measured ~1.7x faster than np.asarray on nested lists: converting Qdrant's lists is
+            # the dominant cost of stage 2 (DESIGN.md), far above the aggregation math
+            d = len(f[0])
+            flat = np.fromiter(itertools.chain.from_iterable(f), dtype=np.float32, count=len(f) * d)
+            return flat.reshape(len(f), d)
     return None
 
 
