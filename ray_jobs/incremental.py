@@ -1,0 +1,175 @@
+"""Incremental and zero-downtime runs: versioned collections behind an alias, skip, prune.
+
+The job's ``collection`` is the name searchers use. The job keeps it an *alias* of a concrete,
+versioned collection (``<name>__v<UTC time>``):
+
+* first run: create ``<name>__v...`` and point the alias at it right away;
+* normal run: write into the aliased collection; unchanged videos (same content hash and model
+  fingerprint) are skipped; ``prune`` deletes videos whose source is gone;
+* ``rebuild``: write everything into a new versioned collection (another model or sampling is
+  fine) and, once the job completes, swap the alias in one atomic ``update_collection_aliases``
+  call — searchers never see a half-built collection — then drop old versions beyond
+  ``keep_versions``.
+
+A collection created by the in-process path (a plain collection, not an alias) is written into
+as it is; ``rebuild`` refuses it (Qdrant cannot give an alias the name of an existing collection).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from qdrant_client import models
+
+from vtr_qdrant.collection import VideoCollection
+from vtr_qdrant.errors import ConfigError
+from vtr_qdrant.ingest import _already_stored
+from vtr_qdrant.points import Key
+
+from .sources import VideoSource
+
+__all__ = ["Target", "resolve_target", "versioned_name", "swap_alias", "drop_old_versions", "stored_video_ids", "split_unchanged", "prune"]
+
+log = logging.getLogger(__name__)
+
+_VERSION_SEP = "__v"
+
+
+@dataclass
+class Target:
+    """Where this run writes.
+
+    Attributes:
+        name: the name searchers use (alias, or a plain collection).
+        write_to: the concrete collection the job writes into.
+        live: the concrete collection the alias points at before the run (None: none yet).
+        is_alias: whether ``name`` is (or will be) an alias.
+        swap: whether the alias must be pointed at ``write_to`` when the job completes.
+    """
+
+    name: str
+    write_to: str
+    live: str | None
+    is_alias: bool
+    swap: bool
+
+
+def versioned_name(name: str, *, now: float | None = None) -> str:
+    """``<name>__v<YYYYmmddTHHMMSSffffff>`` (UTC): sorts by creation time."""
+    t = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(t)) + f"{int((t % 1) * 1e6):06d}"
+    return f"{name}{_VERSION_SEP}{stamp}"
+
+
+def _aliases(client: Any) -> dict[str, str]:
+    return {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
+
+
+def resolve_target(client: Any, name: str, *, rebuild: bool) -> Target:
+    """Decide where this run writes (see the module docstring); creates the first alias if needed.
+
+    Raises:
+        ConfigError: ``rebuild`` of a plain collection.
+    """
+    aliases = _aliases(client)
+    if name in aliases:
+        live = aliases[name]
+        if rebuild:
+            return Target(name, versioned_name(name), live, True, True)
+        return Target(name, live, live, True, False)
+    if client.collection_exists(name):
+        if rebuild:
+            raise ConfigError(
+                f"{name!r} is a plain collection, not an alias, so it cannot be swapped atomically. "
+                f"Rebuild under a new name (collection: {name}_v2) and point searchers at it, or delete "
+                f"{name!r} and run the job again (it then creates an alias)"
+            )
+        return Target(name, name, name, False, False)
+    # Nothing yet: a new versioned collection; the alias is created once it exists (first run) or
+    # at the end (rebuild, same thing when there is no live collection).
+    return Target(name, versioned_name(name), None, True, True)
+
+
+def swap_alias(client: Any, alias: str, collection: str) -> None:
+    """Point ``alias`` at ``collection`` in one atomic operation (delete + create in one request)."""
+    ops: list[Any] = []
+    if alias in _aliases(client):
+        ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+    ops.append(models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=collection, alias_name=alias)))
+    client.update_collection_aliases(change_aliases_operations=ops)
+    log.info("alias %s -> %s", alias, collection)
+
+
+def drop_old_versions(client: Any, alias: str, keep: int) -> list[str]:
+    """Delete ``<alias>__v*`` collections beyond the newest ``keep`` (never the aliased one).
+
+    Also removes versions left by killed rebuilds. Returns the deleted names.
+    """
+    live = _aliases(client).get(alias)
+    pattern = re.compile(re.escape(alias + _VERSION_SEP) + r"\d{8}T\d{12}$")
+    versions = sorted((c.name for c in client.get_collections().collections if pattern.match(c.name)), reverse=True)
+    kept = [live] if live else []
+    dropped = []
+    for v in versions:
+        if v == live:
+            continue
+        if len(kept) < keep:
+            kept.append(v)
+            continue
+        client.delete_collection(v)
+        dropped.append(v)
+    if dropped:
+        log.info("dropped old versions of %s: %s", alias, dropped)
+    return dropped
+
+
+def stored_video_ids(vc: VideoCollection) -> set[str]:
+    """Ids of every video in the collection (first segments only, no vectors)."""
+    first = models.Filter(must=[models.FieldCondition(key=Key.SEGMENT_INDEX, match=models.MatchValue(value=0))])
+    recs = vc.backend.scroll(vc.collection_name, first, with_frames=False, limit=2**62)
+    return {str(r.payload.get(Key.VIDEO_ID)) for r in recs}
+
+
+def split_unchanged(vc: VideoCollection, sources: Sequence[VideoSource], *, force: bool) -> tuple[list[VideoSource], list[VideoSource]]:
+    """``(todo, unchanged)``: a source is unchanged when its video is stored with the same
+    content hash and the collection's model fingerprint (sources with no hash are never unchanged)."""
+    if force or not sources:
+        return list(sources), []
+    stored = _already_stored(vc, [s.video_id for s in sources])
+    fingerprint = vc.fingerprint
+    todo, same = [], []
+    for s in sources:
+        prev = stored.get(s.video_id)
+        if (
+            prev is not None
+            and s.content_hash is not None
+            and prev.get(Key.CONTENT_HASH) == s.content_hash
+            and prev.get(Key.MODEL_FINGERPRINT) == fingerprint
+        ):
+            same.append(s)
+        else:
+            todo.append(s)
+    return todo, same
+
+
+def prune(vc: VideoCollection, sources: Sequence[VideoSource]) -> list[str]:
+    """Delete stored videos whose id is not among ``sources``; returns their ids.
+
+    Raises:
+        ConfigError: no source at all (an empty listing would delete everything; that is more
+            likely a mistake, e.g. an unmounted folder, than a wish).
+    """
+    if not sources:
+        raise ConfigError("refusing to prune: the job found no source at all (unmounted folder? wrong manifest?)")
+    listed = {s.video_id for s in sources}
+    gone = sorted(stored_video_ids(vc) - listed)
+    for vid in gone:
+        vc.delete(vid)
+    if gone:
+        log.info("pruned %d videos whose sources are gone", len(gone))
+    return gone
