@@ -51,7 +51,7 @@ from qdrant_client import models
 from ._optional import require
 from .errors import ConfigError
 from .points import VECTOR_FRAMES, VECTOR_POOLED, PointData
-from .storage import Candidate, StageOneQuery, StorageBackend
+from .storage import Candidate, StageOneQuery, StorageBackend, _frames_of
 
 __all__ = ["EdgeBackend", "translate_filter", "METADATA_FILE", "SHARD_DIR"]
 
@@ -255,14 +255,6 @@ def _close_all(shards: dict[str, Any]) -> None:
         except Exception:  # noqa: BLE001 - best effort at shutdown; one bad shard must not block others
             log.exception("closing Qdrant Edge shard %r failed", name)
     shards.clear()
-
-
-def _frames_of(vector: Any) -> np.ndarray | None:
-    if isinstance(vector, dict):
-        f = vector.get(VECTOR_FRAMES)
-        if f is not None:
-            return np.asarray(f, dtype=np.float32)
-    return None
 
 
 class EdgeBackend(StorageBackend):
