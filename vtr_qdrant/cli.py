@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from .cli_eval import add_eval, add_train_head
 from .errors import VtrError
 
 __all__ = ["main", "build_parser", "open_client"]
@@ -169,7 +170,7 @@ def _add_demo(sub: Any) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
-_COMMANDS: list[Callable[[Any], None]] = [_add_info, _add_search, _add_ingest, _add_demo]
+_COMMANDS: list[Callable[[Any], None]] = [_add_info, _add_search, _add_ingest, _add_demo, add_eval, add_train_head]
 
 
 def build_parser() -> argparse.ArgumentParser:
