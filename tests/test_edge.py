@@ -25,7 +25,7 @@ pytest.importorskip("qdrant_edge")
 from vtr_qdrant.collection import VideoCollection  # noqa: E402
 from vtr_qdrant.config import SamplingConfig  # noqa: E402
 from vtr_qdrant.edge import EdgeBackend, translate_filter  # noqa: E402
-from vtr_qdrant.errors import CollectionMismatchError, ConfigError  # noqa: E402
+from vtr_qdrant.errors import CollectionMismatchError, ConfigError, StorageError  # noqa: E402
 from vtr_qdrant.hits import VideoHit  # noqa: E402
 from vtr_qdrant.points import Key, point_id  # noqa: E402
 from vtr_qdrant.storage import QdrantClientBackend, StageOneQuery  # noqa: E402
@@ -229,7 +229,7 @@ def test_reopen_from_disk(tmp_path: Path, local, test_bundle, other_bundle) -> N
         VideoCollection(again, "videos", dim=64)
     # one handle per shard: a second back end on the same folder is refused with a clear error
     third = EdgeBackend(root)
-    with pytest.raises(ConfigError, match="already open"):
+    with pytest.raises(StorageError, match="already open"):
         third.count("videos")
     again.close()
     assert third.count("videos") == lc.count_points()

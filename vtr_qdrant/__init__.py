@@ -33,6 +33,7 @@ from .errors import (
     InvalidInputError,
     MissingDependencyError,
     ModelNotFoundError,
+    StorageError,
     UnsafeInputError,
     VideoDecodeError,
     VtrError,
@@ -44,6 +45,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VideoCollection",
+    "EdgeBackend",
+    "XPoolHead",
     "EmbeddedVideo",
     "StoredVideo",
     "VideoHit",
@@ -65,6 +68,7 @@ __all__ = [
     "ConfigError",
     "InvalidInputError",
     "ModelNotFoundError",
+    "StorageError",
     "ArtifactError",
     "MissingDependencyError",
     "CollectionMismatchError",
@@ -72,3 +76,16 @@ __all__ = [
     "UnsafeInputError",
     "DecodeTimeoutError",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Lazy: EdgeBackend needs qdrant-edge-py (the edge extra), XPoolHead is only needed for xpool.
+    if name == "EdgeBackend":
+        from .edge import EdgeBackend
+
+        return EdgeBackend
+    if name == "XPoolHead":
+        from .xpool import XPoolHead
+
+        return XPoolHead
+    raise AttributeError(f"module 'vtr_qdrant' has no attribute {name!r}")

@@ -342,6 +342,11 @@ class VideoCollection:
         if self.backend.count(self.collection_name, stale):
             self.backend.delete(self.collection_name, stale)
 
+    def optimize(self) -> bool:
+        """Let the storage engine build its ANN index now (needed for Qdrant Edge after bulk writes;
+        a Qdrant server optimises on its own). Returns True if anything was done."""
+        return self.backend.optimize(self.collection_name)
+
     def delete(self, video_id: str) -> int:
         """Delete a video (all its segments). Returns how many points were removed."""
         f = _video_filter(video_id)

@@ -50,7 +50,7 @@ import numpy as np
 from qdrant_client import models
 
 from ._optional import require
-from .errors import ConfigError
+from .errors import ConfigError, StorageError
 from .points import VECTOR_FRAMES, VECTOR_POOLED, PointData
 from .storage import Candidate, StageOneQuery, StorageBackend, _frames_of
 
@@ -286,7 +286,7 @@ class EdgeBackend(StorageBackend):
         self,
         path: str | os.PathLike[str],
         *,
-        hnsw_ef: int | None = None,
+        hnsw_ef: int | None = 512,
         hnsw_m: int = 16,
         hnsw_ef_construct: int = 100,
         sync_writes: bool = False,
@@ -412,11 +412,11 @@ class EdgeBackend(StorageBackend):
                 shard = self._e.EdgeShard.load(str(folder), config)
             except Exception as err:  # the binding raises a bare Exception for engine errors
                 if "WouldBlock" in str(err):
-                    raise ConfigError(
+                    raise StorageError(
                         f"collection {name!r} at {str(folder)!r} is already open in another EdgeBackend or "
                         "process (Qdrant Edge allows one handle per shard); close that one first"
                     ) from err
-                raise ConfigError(
+                raise StorageError(
                     f"cannot open the Qdrant Edge shard of collection {name!r} at {str(folder)!r}: {err}"
                 ) from err
             self._shards[name] = shard

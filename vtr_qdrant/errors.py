@@ -16,6 +16,7 @@ __all__ = [
     "ArtifactError",
     "MissingDependencyError",
     "CollectionMismatchError",
+    "StorageError",
     "VideoDecodeError",
     "UnsafeInputError",
     "DecodeTimeoutError",
@@ -48,6 +49,10 @@ class MissingDependencyError(VtrError, ImportError):
 
 class CollectionMismatchError(VtrError, ValueError):
     """An existing Qdrant collection was created with another model, dimension or schema."""
+
+
+class StorageError(VtrError, RuntimeError):
+    """The vector store failed or refused an operation (shard locked by another process, engine error)."""
 
 
 class VideoDecodeError(VtrError, RuntimeError):

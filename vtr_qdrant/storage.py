@@ -110,6 +110,14 @@ class StorageBackend(ABC):
     def count(self, name: str, query_filter: models.Filter | None = None) -> int:
         """Exact number of points matching the filter."""
 
+    def optimize(self, name: str) -> bool:
+        """Build indexes / merge segments now, where the engine leaves that to the caller.
+
+        A server and qdrant-client local mode optimise on their own: this does nothing there.
+        Returns True if anything was done.
+        """
+        return False
+
 
 def _frames_of(vector: Any) -> np.ndarray | None:
     """The (F, D) float32 frame matrix of a returned point (qdrant-client hands back nested lists)."""
