@@ -519,19 +519,36 @@ def _known_architecture(architecture: str) -> None:
         )
 
 
-def _check_tokenizer(architecture: str) -> None:
-    """Refuse models whose tokenizer is not open_clip's default CLIP BPE (the bundle's only kind)."""
-    import open_clip
+def _check_tokenizer(architecture: str, merges_file: Path, context_length: int) -> None:
+    """Refuse models whose open_clip tokenizer the bundle's torch-free tokenizer does not reproduce.
 
-    cfg = open_clip.get_model_config(architecture) or {}
-    text_cfg = cfg.get("text_cfg", {})
-    hf_tok = text_cfg.get("hf_tokenizer_name", "")
-    kwargs = text_cfg.get("tokenizer_kwargs", {}) or {}
-    if hf_tok or kwargs.get("clean", "lower") != "lower" or kwargs.get("reduction_mask"):
+    The bundle only knows open_clip's default CLIP BPE (``clean="lower"``, no reduction); models with
+    Hugging Face tokenizers or other cleaning would get plausible-looking but wrong ids. Checked on
+    the model's actual tokenizer object and on the ids of :data:`PARITY_TEXTS`.
+    """
+    import open_clip
+    from open_clip.tokenizer import SimpleTokenizer, get_clean_fn
+
+    try:
+        tok = open_clip.get_tokenizer(architecture, context_length=context_length)
+    except Exception as e:  # noqa: BLE001 - open_clip raises many types while building tokenizers
+        raise ConfigError(f"cannot build the open_clip tokenizer of {architecture}: {type(e).__name__}: {e}") from e
+    if (
+        not isinstance(tok, SimpleTokenizer)
+        or tok.clean_fn is not get_clean_fn("lower")
+        or tok.reduction_fn is not None
+        or len(tok.all_special_ids) != 2
+    ):
         raise ConfigError(
-            f"{architecture} uses a tokenizer the bundle runtime cannot reproduce "
-            f"(hf_tokenizer_name={hf_tok!r}, tokenizer_kwargs={kwargs!r}); only open_clip's default CLIP BPE "
-            "tokenizer (clean='lower') is supported"
+            f"{architecture} uses a tokenizer the bundle runtime cannot reproduce ({type(tok).__name__}); only "
+            "open_clip's default CLIP BPE tokenizer (clean='lower', no reduction mask) is supported"
+        )
+    ours, _ = _tokenize(merges_file, context_length, PARITY_TEXTS)
+    theirs = tok(list(PARITY_TEXTS)).numpy()
+    if ours.shape != theirs.shape or not np.array_equal(ours, theirs):
+        raise ConfigError(
+            f"the bundle tokenizer (merges file {merges_file.name}) gives other ids than {architecture}'s open_clip "
+            "tokenizer on the check strings; refusing to export a bundle that would encode queries wrongly"
         )
 
 
@@ -601,9 +618,6 @@ def export_pretrained(
                 f"{', '.join(tags) or 'none'}. See open_clip.list_pretrained() for every (architecture, tag) pair, "
                 "or pass a local checkpoint"
             )
-    if not architecture.startswith(("hf-hub:", "local-dir:")):
-        _check_tokenizer(architecture)
-
     try:
         model, _, _ = open_clip.create_model_and_transforms(
             architecture,
@@ -630,6 +644,7 @@ def export_pretrained(
         raise ConfigError(f"cannot read the context length of {architecture}")
     from open_clip.tokenizer import default_bpe
 
+    _check_tokenizer(architecture, Path(default_bpe()), context_length)
     recipe: dict[str, Any] = {"preprocess_cfg": {k: (list(v) if isinstance(v, tuple) else v) for k, v in pp.items()}}
     if ckpt is not None:
         recipe["checkpoint_sha256"] = sha256_file(ckpt)

@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -50,6 +52,19 @@ def optimize_graph(src: Path, dst: Path, level: OptLevel) -> None:
     log.info("optimised %s offline at level %r", dst.name, level)
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    # onnxruntime.quantization logs one line per tensor through the *root* logger at INFO.
+    root = logging.getLogger()
+    before = root.level
+    if before < logging.WARNING:
+        root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.setLevel(before)
+
+
 def quantize_int8(src: Path, dst: Path) -> None:
     """Dynamic int8 quantisation of ``src``'s MatMul/Gemm weights into ``dst``.
 
@@ -65,15 +80,16 @@ def quantize_int8(src: Path, dst: Path) -> None:
     # intermediate sums; measured on ViT-B-32 here: min cosine to torch 0.9846 (QInt8, also
     # per-channel) vs 0.9998 (QUInt8), and QUInt8 was faster too. Activation x activation MatMuls
     # (attention scores) stay fp32 (MatMulConstBOnly, the dynamic-quantisation default).
-    quantize_dynamic(
-        model_input=str(src),
-        model_output=str(dst),
-        op_types_to_quantize=["MatMul", "Gemm"],
-        per_channel=False,
-        reduce_range=False,
-        weight_type=QuantType.QUInt8,
-        extra_options={"MatMulConstBOnly": True},
-    )
+    with _quiet_root_logger():
+        quantize_dynamic(
+            model_input=str(src),
+            model_output=str(dst),
+            op_types_to_quantize=["MatMul", "Gemm"],
+            per_channel=False,
+            reduce_range=False,
+            weight_type=QuantType.QUInt8,
+            extra_options={"MatMulConstBOnly": True},
+        )
     log.info("quantised %s to int8 (dynamic, MatMul/Gemm): %.1f MB -> %.1f MB", src.name,
              src.stat().st_size / 1e6, dst.stat().st_size / 1e6)
 

@@ -347,3 +347,16 @@ def test_opt_level_graphs_still_pass_parity(tiny_model: torch.nn.Module, tmp_pat
     assert rep.manifest.source.recipe["export"]["opt_level"] == "extended"
     assert rep.visual_min_cosine >= 0.9999 and rep.text_min_cosine >= 0.9999
     ModelBundle.load(rep.out_dir, verify=True)
+
+
+def test_refuses_model_with_other_tokenizer(tiny_arch: str, tiny_model: torch.nn.Module, tmp_path: Path) -> None:
+    name = "vtr-tiny-export-canon"
+    cfg = json.loads(json.dumps(TINY_CFG))
+    cfg["text_cfg"]["tokenizer_kwargs"] = {"clean": "canonicalize"}
+    (tmp_path / f"{name}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / f"{name}.json")
+    ckpt = tmp_path / "w.pt"
+    torch.save(tiny_model.state_dict(), ckpt)
+    with pytest.raises(ConfigError, match="cannot reproduce"):
+        oclip.export_pretrained(name, checkpoint=ckpt, out_dir=tmp_path / "out", method="legacy")
+    assert not (tmp_path / "out").exists()
