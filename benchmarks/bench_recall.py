@@ -1,0 +1,295 @@
+"""Two-stage recall@10 vs exhaustive on 100k synthetic-embedding videos: the K / recall / latency curve.
+
+    python benchmarks/bench_recall.py [--videos 100000] [--queries 200] [--edge] [--edge-videos N]
+
+The corpus is random but structured like real frame embeddings (12 frames x 512, float32): there
+are ``--topics`` topic directions; a video is 1-4 scenes of unequal lengths, each scene a topic plus
+a scene-specific offset (its norm varying by scene), each frame that plus frame noise (so frames of a scene are close, scenes of
+a topic share a direction, and a video's mean vector mixes its scenes). A query is a noisy copy of
+one frame of one video (a caption naming one moment). This is the case two-stage search is weakest
+at: stage 1 ranks by the *pooled* (mean) vector, where the queried scene is diluted by the others,
+while stage 2 (text-conditioned) scores the video by the matching frames.
+
+- ``exhaustive``: the stage-2 aggregation over all videos (chunked, :func:`exhaustive_scores`).
+- ``ideal ANN``: stage 1 as exact numpy top-K on the pooled vectors; the two-stage top-10 is the
+  exhaustive top-10 restricted to those K candidates (stage-2 scores of a video do not depend on
+  the other candidates, so this equals running stage 2 on them). Latencies: stage 1 exact top-K,
+  and stage 2 on K candidates for one query (gather (K, F, D) + aggregate), medians.
+- ``--edge``: the same with real Qdrant Edge HNSW (``EdgeBackend`` after ``optimize``,
+  hnsw_ef=max(512, K) by default) on the first ``--edge-videos`` videos, timing the full production
+  ``VideoCollection.search`` (stage 1 + frames fetch + stage 2). Recall there is relative to the
+  exhaustive top-10 over the same videos.
+
+Memory stays bounded: frames are generated and stored as float32 (2.4 GB at 100k x 12 x 512), and
+the exhaustive pass never forms a (Q, V, F, D) tensor. Prints the curve, writes
+``benchmarks/results/recall.json`` and the smallest K reaching ``--target`` recall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import median_seconds, print_table, write_json  # noqa: E402
+
+from vtr_qdrant.aggregation import Aggregator, get_aggregator  # noqa: E402
+from vtr_qdrant.evaluation import EvalCorpus, exhaustive_scores  # noqa: E402
+
+log = logging.getLogger("bench_recall")
+KS = [10, 20, 50, 100, 150, 200, 300, 500, 1000, 2000]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def make_corpus(
+    n: int,
+    frames: int,
+    dim: int,
+    topics: int,
+    seed: int,
+    *,
+    scene_spread: float,
+    frame_noise: float,
+    max_scenes: int = 4,
+) -> tuple[np.ndarray, np.ndarray]:
+    """((n, F, D) float32 unit frames, (n, D) float32 unit pooled vectors), generated in blocks."""
+    rng = np.random.default_rng(seed)
+    centres = _unit(rng.standard_normal((topics, dim), dtype=np.float32))
+    out = np.empty((n, frames, dim), np.float32)
+    pooled = np.empty((n, dim), np.float32)
+    block = 2000
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        m = hi - lo
+        n_scenes = rng.integers(1, max_scenes + 1, size=m)
+        scene_of = np.zeros((m, frames), np.int64)
+        for i, s in enumerate(n_scenes):
+            cuts = np.sort(rng.choice(np.arange(1, frames), size=s - 1, replace=False))
+            scene_of[i] = np.searchsorted(cuts, np.arange(frames), side="right")
+        topic = rng.integers(0, topics, size=(m, max_scenes))
+        offset = _unit(rng.standard_normal((m, max_scenes, dim), dtype=np.float32))
+        rows = np.arange(m)[:, None]
+        # per-scene distance from its topic varies, so a query's neighbours form a continuum (few exact ties)
+        spread = scene_spread * rng.uniform(0.5, 1.5, size=(m, max_scenes, 1)).astype(np.float32)
+        base = centres[topic[rows, scene_of]] + (spread * offset)[rows, scene_of]
+        noise = _unit(rng.standard_normal((m, frames, dim), dtype=np.float32))
+        out[lo:hi] = _unit(base + frame_noise * noise)
+        pooled[lo:hi] = _unit(out[lo:hi].mean(axis=1))
+    return out, pooled
+
+
+def make_queries(frames: np.ndarray, q: int, seed: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, D) unit queries near one random frame of random videos, and their source videos."""
+    rng = np.random.default_rng(seed + 1)
+    vids = rng.choice(len(frames), size=q, replace=False)
+    f = rng.integers(0, frames.shape[1], size=q)
+    n = _unit(rng.standard_normal((q, frames.shape[2]), dtype=np.float32))
+    return _unit(frames[vids, f] + noise * n).astype(np.float32), vids
+
+
+def topk_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """(Q, k) column indices of each row's k best scores, best first."""
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def recall_curve(exhaustive: np.ndarray, candidates: np.ndarray, ks: list[int]) -> dict[int, float]:
+    """Recall of the two-stage top-10 (exhaustive top-10 restricted to the first K candidates)."""
+    truth = topk_rows(exhaustive, 10)
+    out = {}
+    for k in ks:
+        cand = candidates[:, :k]
+        sub = np.take_along_axis(exhaustive, cand, axis=1)
+        top = np.take_along_axis(cand, topk_rows(sub, min(10, k)), axis=1)
+        out[k] = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth.tolist(), top.tolist())]))
+    return out
+
+
+def stage_latencies(
+    agg: Aggregator, frames: np.ndarray, pooled: np.ndarray, queries: np.ndarray, ks: list[int]
+) -> dict[int, dict[str, float]]:
+    """Median ms per query of exact stage 1 (top-K on pooled) and stage 2 on K candidates."""
+    it = iter(range(10**9))
+    out = {}
+    for k in ks:
+
+        def stage1() -> np.ndarray:
+            q = queries[next(it) % len(queries)]
+            s = pooled @ q
+            return np.argpartition(-s, k - 1)[:k]
+
+        cands = [stage1() for _ in range(8)]
+
+        def stage2() -> None:
+            c = cands[next(it) % len(cands)]
+            agg.aggregate(queries[:1], frames[np.sort(c)])
+
+        out[k] = {
+            "stage1_ms": 1e3 * median_seconds(stage1, repeats=7),
+            "stage2_ms": 1e3 * median_seconds(stage2, repeats=7),
+        }
+    return out
+
+
+def edge_curve(
+    frames: np.ndarray, queries: np.ndarray, exhaustive: np.ndarray, agg: Aggregator, ks: list[int], ef: int
+) -> dict[str, Any]:
+    """Real Qdrant Edge HNSW stage 1 on ``frames``; recall vs ``exhaustive`` (Q, n) and search latency."""
+    from vtr_qdrant.collection import EmbeddedVideo, VideoCollection
+    from vtr_qdrant.edge import EdgeBackend
+    from vtr_qdrant.storage import StageOneQuery
+
+    n, f, d = frames.shape
+    ts = np.arange(f, dtype=np.float64)
+    res: dict[str, Any] = {"videos": n, "hnsw_ef_min": ef, "curve": {}}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as root:
+        backend = EdgeBackend(root, hnsw_ef=ef)
+        vc = VideoCollection(backend, "recall", dim=d, aggregation=agg)
+        t0 = time.perf_counter()
+        for lo in range(0, n, 500):
+            vc.upsert_embeddings_batch(
+                EmbeddedVideo(f"{i}", frames[i], ts) for i in range(lo, min(n, lo + 500))
+            )
+            if lo % 20000 == 0:
+                log.info("edge: ingested %d / %d (%.0f s)", lo, n, time.perf_counter() - t0)
+        res["ingest_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        backend.optimize("recall")
+        res["optimize_s"] = time.perf_counter() - t0
+        log.info("edge: ingest %.0f s, optimize %.0f s", res["ingest_s"], res["optimize_s"])
+        for k in ks:
+            backend.hnsw_ef = max(ef, k)
+            got = backend.query(
+                "recall", [StageOneQuery(vector=q, limit=k, with_frames=False) for q in queries]
+            )
+            cand = np.array([[int(c.payload["video_id"]) for c in cs] + [-1] * (k - len(cs)) for cs in got])
+            truth = topk_rows(exhaustive, 10)
+            rec = []
+            for qi, row in enumerate(cand):
+                row = row[row >= 0]
+                top = row[np.argsort(-exhaustive[qi, row], kind="stable")[:10]]
+                rec.append(len(set(truth[qi].tolist()) & set(top.tolist())) / 10)
+            it = iter(range(10**9))
+
+            def one() -> None:
+                vc.search(queries[next(it) % len(queries)], limit=10, candidates=k, with_payload=False)
+
+            ms = 1e3 * median_seconds(one, repeats=7, warmup=1)
+            res["curve"][k] = {"recall@10": float(np.mean(rec)), "search_ms": ms, "hnsw_ef": backend.hnsw_ef}
+            log.info("edge K=%d recall %.4f search %.1f ms", k, np.mean(rec), ms)
+        backend.close()
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--videos", type=int, default=100_000)
+    ap.add_argument("--frames", type=int, default=12)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument(
+        "--topics", type=int, default=2000, help="topic directions (videos per topic ~ videos*2.5/topics)"
+    )
+    ap.add_argument("--max-scenes", type=int, default=4, help="scenes per video: 1..max (1-2: clips)")
+    ap.add_argument("--scene-spread", type=float, default=0.8, help="scene offset norm relative to its topic")
+    ap.add_argument("--frame-noise", type=float, default=0.4, help="frame noise norm relative to its topic")
+    ap.add_argument("--query-noise", type=float, default=1.0, help="query noise norm relative to its frame")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--aggregations", default="softmax,max", help="stage-2 aggregations (comma-separated)")
+    ap.add_argument("--ks", type=int, nargs="+", default=KS)
+    ap.add_argument("--target", type=float, default=0.99)
+    ap.add_argument("--edge", action="store_true", help="also measure real Qdrant Edge HNSW")
+    ap.add_argument("--edge-videos", type=int, default=None, help="videos loaded into Edge (default all)")
+    ap.add_argument("--edge-ef", type=int, default=512, help="hnsw_ef (raised to K when K is larger)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="recall", help="results file name (benchmarks/results/<name>.json)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("vtr_qdrant").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    ks = sorted(k for k in args.ks if k <= args.videos)
+
+    t0 = time.perf_counter()
+    frames, pooled = make_corpus(
+        args.videos,
+        args.frames,
+        args.dim,
+        args.topics,
+        args.seed,
+        scene_spread=args.scene_spread,
+        frame_noise=args.frame_noise,
+        max_scenes=args.max_scenes,
+    )
+    queries, sources = make_queries(frames, args.queries, args.seed, args.query_noise)
+    log.info(
+        "corpus %s float32 (%.2f GB) in %.0f s", frames.shape, frames.nbytes / 2**30, time.perf_counter() - t0
+    )
+    corpus = EvalCorpus(
+        [str(i) for i in range(args.videos)], np.arange(args.videos), frames, np.ones(frames.shape[:2], bool)
+    )
+    candidates = topk_rows(queries @ pooled.T, max(ks))  # ideal ANN: exact top-K on the pooled vector
+
+    results: dict[str, Any] = {}
+    rows = []
+    for name in [a.strip() for a in args.aggregations.split(",") if a.strip()]:
+        agg = get_aggregator(name)
+        t0 = time.perf_counter()
+        exhaustive = exhaustive_scores(agg, queries, corpus)
+        ex_s = time.perf_counter() - t0
+        source_top1 = float(np.mean(np.argmax(exhaustive, axis=1) == sources))
+        curve = recall_curve(exhaustive, candidates, ks)
+        lat = stage_latencies(agg, frames, pooled, queries, ks)
+        entry: dict[str, Any] = {
+            "exhaustive_s": ex_s,
+            "source_video_top1": source_top1,
+            "curve": {k: {"recall@10": curve[k], **lat[k]} for k in ks},
+        }
+        reach = [k for k in ks if curve[k] >= args.target]
+        entry["smallest_k_reaching_target"] = reach[0] if reach else None
+        log.info("%s: exhaustive %.0f s, recall %s", name, ex_s, curve)
+        for k in ks:
+            rows.append([name, "ideal ANN", k, curve[k], lat[k]["stage1_ms"], lat[k]["stage2_ms"], ""])
+        if args.edge:
+            n_edge = args.edge_videos or args.videos
+            sub = exhaustive[:, :n_edge] if n_edge < args.videos else exhaustive
+            entry["edge"] = edge_curve(frames[:n_edge], queries, sub, agg, ks, args.edge_ef)
+            for k, v in entry["edge"]["curve"].items():
+                rows.append([name, f"edge {n_edge // 1000}k", k, v["recall@10"], "", "", v["search_ms"]])
+        results[name] = entry
+
+    print(
+        f"\ntwo-stage recall@10 vs exhaustive: {args.videos} videos x {args.frames} frames x {args.dim}, "
+        f"1-{args.max_scenes} scenes per video, {args.topics} topics, {args.queries} queries near one frame"
+    )
+    print_table(["aggregation", "stage 1", "K", "recall@10", "stage1 ms", "stage2 ms", "search ms"], rows)
+    for name, e in results.items():
+        print(f"{name}: smallest K with recall@10 >= {args.target}: {e['smallest_k_reaching_target']}")
+    path = write_json(
+        args.name,
+        {
+            "args": vars(args),
+            "note": "ideal ANN = exact top-K on the pooled vector; stage2_ms = one query, K candidates, "
+            "gather + aggregate; edge search_ms = full VideoCollection.search on Qdrant Edge HNSW",
+            "results": results,
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
