@@ -137,9 +137,10 @@ class RetryPolicy:
 
 
 def estimate_request_bytes(p: PointData) -> int:
-    """Upper estimate of a point's share of a JSON upsert body (~20 bytes per float as text)."""
+    """Upper estimate of a point's share of a JSON upsert body: a float32 printed as a Python float
+    takes up to ~21 characters plus a separator."""
     floats = int(p.frames.size) + int(p.pooled.size)
-    return 20 * floats + len(json.dumps(p.payload, default=str)) + 128
+    return 24 * floats + len(json.dumps(p.payload, default=str)) + 128
 
 
 def split_by_size(points: Sequence[PointData], max_bytes: int) -> list[list[PointData]]:

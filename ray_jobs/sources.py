@@ -168,7 +168,7 @@ def _read_table(uri: str) -> Any:
         if kind == ".csv":
             from pyarrow import csv
 
-            return csv.read_csv(source)
+            return csv.read_csv(source, convert_options=csv.ConvertOptions(strings_can_be_null=True))
         if kind in {".jsonl", ".ndjson", ".json"}:
             from pyarrow import json as pajson
 
