@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="ViT-B-32", help="open_clip architecture (random weights)")
     p.add_argument("--batches", default="1,16,64", help="comma-separated image batch sizes")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for torch and ORT")
+    p.add_argument("--exporter", choices=["auto", "dynamo", "legacy"], default="auto",
+                   help="torch.onnx exporter (legacy exports faster; same ORT speed)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "encoders.json"))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -108,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             model, out_dir=Path(tmp) / "bundle", name=f"{args.model}/random", image_size=size,
             mean=pp["mean"], std=pp["std"], context_length=ctx, merges_file=default_bpe(),
             source=ModelSource(architecture=args.model, recipe={"weights": "random (benchmark)"}),
+            method=args.exporter,
         )
         export_s = time.perf_counter() - t0
         vis32 = rep.out_dir / "visual.onnx"

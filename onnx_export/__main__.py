@@ -28,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="export an open_clip model (hub tag or local checkpoint)",
         description="Export an open_clip model's image and text towers to a bundle folder, verified against torch.",
     )
-    c.add_argument("--model", required=True, help="open_clip architecture, e.g. ViT-B-32 (see open_clip.list_models())")
-    src = c.add_mutually_exclusive_group(required=True)
+    c.add_argument("--model", required=True,
+                   help="open_clip architecture, e.g. ViT-B-32 (see open_clip.list_models()), or hf-hub:ORG/REPO, local-dir:PATH")
+    src = c.add_mutually_exclusive_group(required=False)  # hf-hub:/local-dir: models need neither
     src.add_argument("--pretrained", help="open_clip pretrained tag, e.g. laion2b_s34b_b79k (downloads from the hub)")
     src.add_argument("--checkpoint", help="local checkpoint file of the same architecture (no network needed)")
     c.add_argument("--out", required=True, help="bundle folder to create (must be absent or empty)")

@@ -599,7 +599,8 @@ def export_pretrained(
     from vtr_qdrant._optional import require
 
     open_clip = require("open_clip", "export", purpose="exporting open_clip models")
-    if (pretrained is None) == (checkpoint is None):
+    schema = architecture.startswith(("hf-hub:", "local-dir:"))  # weights come with the config
+    if (pretrained is not None and checkpoint is not None) or (not schema and pretrained is None and checkpoint is None):
         raise ConfigError(
             "pass exactly one of pretrained (an open_clip tag, e.g. 'laion2b_s34b_b79k') or checkpoint (a local "
             "file); exporting random weights is not supported"
@@ -655,7 +656,12 @@ def export_pretrained(
         checkpoint=str(ckpt) if ckpt is not None else None,
         recipe=recipe,
     )
-    default_name = f"{architecture}/{pretrained}" if pretrained else f"{architecture}/{ckpt.stem if ckpt else 'local'}"
+    if schema:
+        default_name = architecture.split(":", 1)[1].strip("/").replace(":", "_")
+    elif pretrained:
+        default_name = f"{architecture}/{pretrained}"
+    else:
+        default_name = f"{architecture}/{ckpt.stem if ckpt else 'local'}"
     return export_model(
         model,
         out_dir=out_dir,
