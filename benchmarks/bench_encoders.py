@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         st = _session(rep.out_dir / "text.onnx", args.threads)
 
         cos_imgs = random_images(16, size, pp["mean"], pp["std"], seed=5)
+        sizes = {"bytes_fp32": vis32.stat().st_size, "bytes_int8": vis8.stat().st_size}
         int8_parity = compare(s32.run(None, {"pixel_values": cos_imgs})[0], s8.run(None, {"pixel_values": cos_imgs})[0])
 
         image_rows: list[dict[str, Any]] = []
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "export": {"seconds": export_s, "method": rep.method, "visual_min_cosine": rep.visual_min_cosine,
                    "text_min_cosine": rep.text_min_cosine},
         "int8_vs_fp32": {"min_cosine": int8_parity.min_cosine, "max_abs_diff": int8_parity.max_abs_diff,
-                         "bytes_fp32": vis32.stat().st_size if vis32.exists() else None},
+                         **sizes},
         "image_per_s": image_rows,
         "text_ms_per_query": text_row,
         "machine": {
