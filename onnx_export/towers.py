@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vtr_qdrant.errors import ConfigError, VtrError
+from vtr_qdrant.errors import ConfigError, ExportError
 
 __all__ = [
     "VISUAL_INPUT",
@@ -44,10 +44,6 @@ TEXT_INPUT = "input_ids"
 TEXT_OUTPUT = "text_embeds"
 
 ExportMethod = Literal["auto", "dynamo", "legacy"]
-
-
-class ExportError(VtrError, RuntimeError):
-    """torch.onnx could not export a tower (both exporters failed, or the requested one did)."""
 
 
 class VisualTower(nn.Module):

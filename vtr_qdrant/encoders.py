@@ -42,7 +42,10 @@ class _TowerEncoder:
         return self.bundle.embed_dim
 
     def _session(self):  # type: ignore[no-untyped-def]
-        return get_session(self._path, device=self.device, intra_op_threads=self.intra_op_threads)
+        export = self.bundle.manifest.source.recipe.get("export") or {}
+        # float16 graphs crash onnxruntime 1.32's CPU provider at the highest optimisation level
+        level = "extended" if isinstance(export, dict) and export.get("fp16") and self.device != "cuda" else "all"
+        return get_session(self._path, device=self.device, intra_op_threads=self.intra_op_threads, optimization=level)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         feed = {self.spec.input_name: batch.astype(_NP_DTYPES[self.spec.input_dtype], copy=False)}

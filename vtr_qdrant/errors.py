@@ -17,6 +17,7 @@ __all__ = [
     "MissingDependencyError",
     "CollectionMismatchError",
     "StorageError",
+    "ExportError",
     "VideoDecodeError",
     "UnsafeInputError",
     "DecodeTimeoutError",
@@ -53,6 +54,10 @@ class CollectionMismatchError(VtrError, ValueError):
 
 class StorageError(VtrError, RuntimeError):
     """The vector store failed or refused an operation (shard locked by another process, engine error)."""
+
+
+class ExportError(VtrError, RuntimeError):
+    """Exporting a model to ONNX failed, or its parity check was below the threshold."""
 
 
 class VideoDecodeError(VtrError, RuntimeError):

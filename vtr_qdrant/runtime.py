@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 Device = Literal["cpu", "cuda", "auto"]
 
 _lock = threading.Lock()
-_sessions: dict[tuple[str, float, tuple[str, ...], int | None], Any] = {}
+_sessions: dict[tuple[str, float, tuple[str, ...], int | None, str], Any] = {}
 _warned: set[str] = set()
 
 
@@ -82,7 +82,13 @@ def providers_for(device: Device) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def get_session(path: str | os.PathLike[str], *, device: Device = "cpu", intra_op_threads: int | None = None) -> Any:
+def get_session(
+    path: str | os.PathLike[str],
+    *,
+    device: Device = "cpu",
+    intra_op_threads: int | None = None,
+    optimization: Literal["all", "extended"] = "all",
+) -> Any:
     """Return the process-wide ``onnxruntime.InferenceSession`` for ``path``, creating it on first use.
 
     Args:
@@ -90,6 +96,8 @@ def get_session(path: str | os.PathLike[str], *, device: Device = "cpu", intra_o
         device: ``"cpu"`` (default), ``"cuda"`` or ``"auto"``.
         intra_op_threads: threads for one operator; None lets onnxruntime decide (all cores).
             Set it to 1-2 when several encoder processes share a machine (Ray actors).
+        optimization: onnxruntime graph optimisation level. ``extended`` avoids a crash of
+            onnxruntime 1.32's CPU provider on float16 graphs at ``all``.
     """
     import onnxruntime as ort
 
@@ -99,13 +107,15 @@ def get_session(path: str | os.PathLike[str], *, device: Device = "cpu", intra_o
     except OSError as e:
         raise ArtifactError(f"ONNX model {p} cannot be opened: {e}") from e
     providers = tuple(providers_for(device))
-    key = (str(p.resolve()), mtime, providers, intra_op_threads)
+    key = (str(p.resolve()), mtime, providers, intra_op_threads, optimization)
     with _lock:
         sess = _sessions.get(key)
         if sess is not None:
             return sess
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimization == "all" else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        )
         if intra_op_threads is not None:
             opts.intra_op_num_threads = int(intra_op_threads)
         opts.log_severity_level = 3
