@@ -79,8 +79,8 @@ def build_dataset(cfg: JobConfig, sources: list[VideoSource], params: DecodePara
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = cfg.ray.progress
     rows = sources_to_rows(sources)
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), cfg.decode.max_blocks)))
-    ds = ds.map(
+    items = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), cfg.decode.max_blocks)))
+    ds = items.map(
         functools.partial(decode_row, params=params),
         num_cpus=cfg.decode.num_cpus,
         compute=TaskPoolStrategy(size=cfg.decode.max_tasks) if cfg.decode.max_tasks else None,

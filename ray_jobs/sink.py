@@ -363,7 +363,8 @@ class QdrantDatasink(Datasink):  # type: ignore[misc]
             vc = open_writer_collection(client, self.collection_name, self.cfg, policy=policy)
             writer = VideoWriter(vc, batch_videos=self.cfg.batch_videos)
             for block in blocks:
-                writer.write_rows(batch_rows(BlockAccessor.for_block(block).to_numpy()))
+                columns: dict[str, np.ndarray] = BlockAccessor.for_block(block).to_numpy()  # type: ignore[assignment]
+                writer.write_rows(batch_rows(columns))
             writer.stats["retries"] = policy.retries
             return dict(writer.stats)
         finally:

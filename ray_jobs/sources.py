@@ -62,7 +62,7 @@ class VideoSource:
 def is_remote(uri: str) -> bool:
     """True for ``scheme://`` URIs other than ``file://`` (pyarrow filesystems, staged for ffmpeg)."""
     m = _SCHEME_RE.match(uri)
-    return bool(m) and m.group(1).lower() != "file"
+    return m is not None and m.group(1).lower() != "file"
 
 
 def _local_path(uri: str) -> str:
