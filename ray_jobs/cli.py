@@ -150,14 +150,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(args.config, overrides_from_args(args))
 
 
+# Defaults of ``vtr-qdrant ingest``'s parser: with a job config, they are not user choices and
+# must not override the config file.
+_VTR_CLI_DEFAULTS = {"decode.timeout": 120.0, "force": False, "qdrant": {"path": "./qdrant_data"}}
+
+
 def cli_ingest(args: argparse.Namespace) -> int:
     """Run ``vtr-qdrant ingest --ray ...``: its flags (sources, --collection, --qdrant-path/url,
     --bundle, sampling flags, --timeout, --force, --no-progress, --report) mapped onto the job
     config, plus ``--job-config``, ``--rebuild`` and ``--prune`` when the parser has them."""
     overrides = overrides_from_args(args)
-    if getattr(args, "qdrant_url", None) is None and getattr(args, "qdrant_path", None):
-        overrides["qdrant"] = {"path": args.qdrant_path}
-    if not getattr(args, "bundle", None) and not getattr(args, "job_config", None):
-        overrides.setdefault("bundle", "synthetic-world/v1")
+    job_config = getattr(args, "job_config", None)
+    if job_config:
+        for k, default in _VTR_CLI_DEFAULTS.items():
+            if overrides.get(k) == default:
+                del overrides[k]
+    elif not getattr(args, "bundle", None):
+        overrides["bundle"] = "synthetic-world/v1"  # the in-process CLI's default
     logging.getLogger("ray_jobs").setLevel(logging.INFO)
-    return _run(getattr(args, "job_config", None), overrides, getattr(args, "report", None))
+    return _run(job_config, overrides, getattr(args, "report", None))

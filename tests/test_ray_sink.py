@@ -260,3 +260,55 @@ def test_alias_versions_swap_and_cleanup() -> None:
     assert resolve_target(client, "plain", rebuild=False).write_to == "plain"
     with pytest.raises(ConfigError, match="plain collection, not an alias"):
         resolve_target(client, "plain", rebuild=True)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def test_example_job_config_is_valid() -> None:
+    cfg = load_config(Path(__file__).parents[1] / "examples" / "ray_job.yaml", environ={})
+    assert cfg.collection == "videos" and cfg.write_from_driver and cfg.encode.resolved_device == "cpu"
+
+
+def test_cli_flags_map_onto_the_job_config(tmp_path: Path) -> None:
+    from ray_jobs.cli import build_parser, overrides_from_args
+
+    job = tmp_path / "job.yaml"
+    job.write_text("sources: [/a]\ncollection: c\nqdrant: {path: /q}\nsampling: {num_frames: 12}\n")
+    args = build_parser().parse_args(["ingest", "--config", str(job), "/b", "--qdrant-url", "http://q:6333", "--fps", "2",
+                                      "--num-gpus", "1", "--encode-actors", "1:4", "--rebuild", "--set", "write.batch_videos=32",
+                                      "--no-progress"])
+    cfg = load_config(args.config, overrides_from_args(args), environ={})
+    assert cfg.sources == ["/b"] and cfg.qdrant.url == "http://q:6333" and cfg.qdrant.path is None
+    assert cfg.sampling is not None and cfg.sampling.fps == 2 and cfg.sampling.num_frames is None  # section replaced
+    assert (cfg.encode.num_gpus, cfg.encode.min_actors, cfg.encode.max_actors) == (1, 1, 4)
+    assert cfg.rebuild and not cfg.prune and cfg.write.batch_videos == 32 and not cfg.ray.progress
+
+
+def test_vtr_qdrant_ingest_args_map_onto_the_job_config() -> None:
+    """``vtr-qdrant ingest --ray`` hands its parsed namespace to ``ray_jobs.cli_ingest``."""
+    from ray_jobs.cli import overrides_from_args
+    from vtr_qdrant.cli import build_parser
+
+    args = build_parser().parse_args(["ingest", "/videos", "--collection", "vids", "--num-frames", "8", "--no-progress"])
+    over = overrides_from_args(args)
+    over.setdefault("qdrant", {"path": args.qdrant_path})
+    cfg = load_config(None, over, environ={})
+    assert cfg.sources == ["/videos"] and cfg.qdrant.path == "./qdrant_data" and cfg.sampling.num_frames == 8  # type: ignore[union-attr]
+    assert cfg.decode.timeout == 120.0 and not cfg.force and not cfg.ray.progress
+
+
+def test_cli_ingest_keeps_job_config_over_parser_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray_jobs.cli as rcli
+    from vtr_qdrant.cli import build_parser
+
+    job = tmp_path / "job.yaml"
+    job.write_text("sources: [/a]\ncollection: c\nqdrant: {url: 'http://q:6333'}\nforce: true\ndecode: {timeout: 30}\n")
+    seen: dict = {}
+    monkeypatch.setattr(rcli, "_run", lambda path, over, report=None: seen.update(cfg=load_config(path, over, environ={})) or 0)
+    args = build_parser().parse_args(["ingest", "/b", "--collection", "c2"])
+    args.job_config = str(job)
+    assert rcli.cli_ingest(args) == 0
+    cfg = seen["cfg"]
+    assert cfg.qdrant.url == "http://q:6333" and cfg.force and cfg.decode.timeout == 30  # the file wins over defaults
+    assert cfg.sources == ["/b"] and cfg.collection == "c2"  # given flags win over the file
