@@ -101,39 +101,40 @@ def content_hash(uri: str) -> str | None:
         return None
 
 
-def _expand_remote(uri: str) -> list[str]:
-    """A remote file, folder (recursive, video extensions) or glob -> remote file URIs."""
+def _expand_remote(uri: str) -> list[tuple[str, str | None]]:
+    """A remote file, folder (recursive, video extensions) or glob -> ``(file URI, hash)`` pairs
+    (the hash from the listing's size and mtime: no extra request per object)."""
+    import fnmatch
+
     from pyarrow import fs as pafs
 
     m = _SCHEME_RE.match(uri)
-    assert m is not None
-    prefix = uri[: m.end()]
+    rest = uri[m.end() :] if m else uri
     pattern = None
     base = uri
-    if any(ch in uri[m.end() :] for ch in "*?["):
-        base = uri[: min(uri.index(ch, m.end()) for ch in "*?[" if ch in uri[m.end() :])]
-        base = base[: base.rfind("/") + 1] if "/" in base[m.end() :] else base
+    if any(ch in rest for ch in "*?["):
+        first = min(rest.index(ch) for ch in "*?[" if ch in rest)
+        base = uri[: len(uri) - len(rest) + rest.rfind("/", 0, first) + 1]
         pattern = uri
     filesystem, path = _filesystem(base)
     info = filesystem.get_file_info(path)
-    if info.type == pafs.FileType.File and pattern is None:
-        return [uri]
-    if info.type == pafs.FileType.NotFound and pattern is None:
-        return [uri]  # reported as a failed video, not silently dropped
-    selector = pafs.FileSelector(path.rstrip("/"), recursive=True, allow_not_found=True)
+    if pattern is None and info.type == pafs.FileType.File:
+        return [(uri, _remote_hash(info.size, info.mtime_ns))]
+    if pattern is None and info.type == pafs.FileType.NotFound:
+        return [(uri, None)]  # reported as a failed video, not silently dropped
+    root = path.rstrip("/")
+    selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
     out = []
     for fi in filesystem.get_file_info(selector):
         if fi.type != pafs.FileType.File:
             continue
-        full = prefix + fi.path.lstrip("/") if not fi.path.startswith(prefix) else fi.path
+        full = base.rstrip("/") + "/" + fi.path[len(root) :].lstrip("/")
         if pattern is not None:
-            import fnmatch
-
             if not fnmatch.fnmatchcase(full, pattern):
                 continue
         elif Path(fi.path).suffix.lower() not in VIDEO_EXTENSIONS:
             continue
-        out.append(full)
+        out.append((full, _remote_hash(fi.size, fi.mtime_ns)))
     if pattern is not None and not out:
         raise InvalidInputError(f"the pattern {uri!r} matches no file")
     return sorted(out)
@@ -237,12 +238,12 @@ def list_sources(cfg: JobConfig, *, hash_workers: int = 4) -> list[VideoSource]:
     for src in cfg.sources:
         if is_remote(src):
             root = src if src.endswith("/") else None
-            uris = _expand_remote(src)
+            listed = _expand_remote(src)
         else:
             local = _local_path(src)
             root = str(Path(local).resolve()) if Path(local).is_dir() else None
-            uris = expand_sources([local])
-        found += [VideoSource(u, _derive_id(u, root, cfg.video_id), dict(cfg.metadata)) for u in uris]
+            listed = [(u, None) for u in expand_sources([local])]
+        found += [VideoSource(u, _derive_id(u, root, cfg.video_id), dict(cfg.metadata), h) for u, h in listed]
     if cfg.manifest is not None:
         for s in read_manifest(cfg.manifest, video_id=cfg.video_id):
             s.metadata = {**cfg.metadata, **s.metadata}
@@ -259,8 +260,9 @@ def list_sources(cfg: JobConfig, *, hash_workers: int = 4) -> list[VideoSource]:
                 f"video id {s.video_id!r} is given to two sources ({prev!r} and {s.uri!r}); "
                 "use video_id='path' or give ids in a manifest"
             )
+    todo = [s for s in unique if s.content_hash is None]
     with ThreadPoolExecutor(max_workers=max(1, hash_workers), thread_name_prefix="vtr-hash") as pool:
-        for s, h in zip(unique, pool.map(lambda s: content_hash(s.uri), unique)):
+        for s, h in zip(todo, pool.map(lambda s: content_hash(s.uri), todo)):
             s.content_hash = h
     return unique
 

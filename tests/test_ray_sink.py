@@ -132,7 +132,26 @@ def test_remote_sources_are_staged_and_cleaned_up(tmp_path: Path, monkeypatch: p
     with pytest.raises(Exception, match="does not exist") as e, staged("s3://bucket/gone.mp4", staging_dir=str(stage)):
         pass
     assert getattr(e.value, "reason", None) == "not_found" and list(stage.iterdir()) == []
-    assert sources.content_hash("s3://bucket/clip.mp4", ).startswith("stat-")
+    assert sources.content_hash("s3://bucket/clip.mp4").startswith("stat-")
+
+
+def test_remote_folders_and_globs_are_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyarrow import fs as pafs
+
+    import ray_jobs.sources as sources
+
+    store = tmp_path / "bucket"
+    (store / "day1").mkdir(parents=True)
+    for name in ("day1/a.mp4", "day1/b.MOV", "day1/notes.txt", "c.mp4"):
+        (store / name).write_bytes(name.encode())
+    monkeypatch.setattr(sources, "_filesystem", lambda uri: (pafs.LocalFileSystem(), str(store) + uri[len("s3://bucket"):]))
+    cfg = JobConfig.model_validate({**BASE, "sources": ["s3://bucket/", "s3://bucket/day1/*.mp4", "s3://bucket/gone.mp4"],
+                                    "video_id": "path"})
+    got = {s.video_id: s.content_hash for s in list_sources(cfg)}
+    assert set(got) == {"s3://bucket/c.mp4", "s3://bucket/day1/a.mp4", "s3://bucket/day1/b.MOV", "s3://bucket/gone.mp4"}
+    assert got["s3://bucket/gone.mp4"] is None and got["s3://bucket/c.mp4"].startswith("stat-")  # type: ignore[union-attr]
+    with pytest.raises(InvalidInputError, match="matches no file"):
+        list_sources(cfg.model_copy(update={"sources": ["s3://bucket/*.mkv"]}))
 
 
 # ------------------------------------------------------------------------------------------ retries
