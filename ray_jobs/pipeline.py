@@ -100,6 +100,7 @@ def build_dataset(cfg: JobConfig, sources: list[VideoSource], params: DecodePara
         compute=ActorPoolStrategy(min_size=enc.min_actors, max_size=enc.max_actors),
         num_cpus=enc.num_cpus,
         num_gpus=enc.num_gpus or None,
+        memory=enc.memory,
     )
 
 
@@ -219,7 +220,9 @@ def run_job(
         if target.is_alias and cfg.rebuild:
             drop_old_versions(client, target.name, cfg.keep_versions)
     except BaseException:
-        if target is not None and cfg.rebuild and created_new and target.write_to != target.live:
+        # a failed rebuild leaves the live version alone and drops its half-built successor (a
+        # first run keeps what it wrote: the alias already points at it and a re-run resumes)
+        if target is not None and cfg.rebuild and created_new and target.live is not None:
             _drop_quietly(client, target.write_to)
         raise
     finally:
