@@ -253,3 +253,26 @@ def test_xpool_search_matches_direct_head_and_cache(client, test_bundle):  # typ
     # uncached path gives the same scores
     vc0 = VideoCollection(client, "videos", test_bundle, aggregation=head, xpool_cache_size=0)
     assert [h.score for h in vc0.search(q, limit=12, candidates=12)] == pytest.approx([h.score for h in hits], abs=1e-6)
+
+
+def test_bundle_with_added_head_opens_headless_collection(client, test_bundle, tmp_path):  # type: ignore[no-untyped-def]
+    import shutil
+
+    from vtr_qdrant.bundle import ModelBundle
+    from vtr_qdrant.manifest import XPoolSpec, write_manifest
+
+    vc = VideoCollection(client, "videos", test_bundle)
+    vids = _fill(vc, n=6)
+    root = tmp_path / "with_head"
+    shutil.copytree(test_bundle.path, root)
+    head = _random_head(seed=3)
+    head.save(root / "xpool.npz")
+    write_manifest(root, test_bundle.manifest.model_copy(update={"xpool": XPoolSpec(file="xpool.npz", num_heads=2)}))
+    headed = ModelBundle.load(root)
+    assert headed.fingerprint != test_bundle.fingerprint  # the bundle differs ...
+    assert headed.towers_fingerprint == test_bundle.towers_fingerprint == test_bundle.fingerprint  # ... its vectors do not
+    vx = VideoCollection(client, "videos", headed, aggregation="xpool")
+    q = vids["v2"][0]
+    hits = vx.search(q, limit=6)
+    ref = head.similarity(q[None].astype(np.float64), np.stack(list(vids.values())).astype(np.float64))[0]
+    assert [h.video_id for h in hits] == [list(vids)[i] for i in np.argsort(-ref)]

@@ -96,6 +96,11 @@ class ModelBundle:
         return self.manifest.fingerprint
 
     @property
+    def towers_fingerprint(self) -> str:
+        """Fingerprint of the towers, tokenizer and preprocessing only (ignores an X-Pool head)."""
+        return self.manifest.towers_fingerprint()
+
+    @property
     def embed_dim(self) -> int:
         return self.manifest.embed_dim
 

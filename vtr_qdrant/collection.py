@@ -175,12 +175,12 @@ class VideoCollection:
     @property
     def fingerprint(self) -> str | None:
         """Fingerprint of the model the collection's vectors come from (None: embeddings-only)."""
-        return self.bundle.fingerprint if self.bundle is not None else self._stored_fingerprint
+        return self.bundle.towers_fingerprint if self.bundle is not None else self._stored_fingerprint
 
     def _metadata(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
-            "model_fingerprint": self.bundle.fingerprint if self.bundle else None,
+            "model_fingerprint": self.bundle.towers_fingerprint if self.bundle else None,
             "model_name": self.bundle.name if self.bundle else None,
             "dim": self.dim,
             "sampling": self.sampling.model_dump(),
@@ -206,10 +206,10 @@ class VideoCollection:
         if want_dim is not None and want_dim != stored_dim:
             problems.append(f"dimension {stored_dim} (you asked for {want_dim})")
         stored_fp = meta.get("model_fingerprint")
-        if self.bundle is not None and stored_fp != self.bundle.fingerprint:
+        if self.bundle is not None and stored_fp != self.bundle.towers_fingerprint:
             problems.append(
                 f"model {meta.get('model_name')!r} fingerprint {stored_fp} "
-                f"(your bundle {self.bundle.name!r} has {self.bundle.fingerprint})"
+                f"(your bundle {self.bundle.name!r} has {self.bundle.towers_fingerprint})"
             )
         stored_sampling = SamplingConfig.model_validate(meta.get("sampling") or {})
         if sampling is not None and sampling != stored_sampling:
@@ -328,19 +328,20 @@ class VideoCollection:
         for i in range(0, len(flat), _UPSERT_BATCH_POINTS):
             self.backend.upsert(self.collection_name, flat[i : i + _UPSERT_BATCH_POINTS])
         # A re-ingested video may have fewer segments than before: drop the stale ones, after the
-        # new points are durable, so a crash in between never loses the video.
-        for vid, pts in per_video.items():
-            if pts[0].payload[Key.SEGMENT_COUNT] >= 1:
-                self._delete_stale_segments(vid, [p.id for p in pts])
+        # new points are durable, so a crash in between never loses the video. One scroll per batch
+        # (not a count per video: a filtered count is a full scan in local mode).
+        self._delete_stale_segments(per_video)
         return {vid: [p.id for p in pts] for vid, pts in per_video.items()}
 
-    def _delete_stale_segments(self, video_id: str, keep_ids: list[str]) -> None:
-        stale = models.Filter(
-            must=[models.FieldCondition(key=Key.VIDEO_ID, match=models.MatchValue(value=video_id))],
-            must_not=[models.HasIdCondition(has_id=keep_ids)],  # type: ignore[arg-type]
-        )
-        if self.backend.count(self.collection_name, stale):
-            self.backend.delete(self.collection_name, stale)
+    def _delete_stale_segments(self, per_video: Mapping[str, list[PointData]]) -> None:
+        keep = {p.id for pts in per_video.values() for p in pts}
+        vids = list(per_video)
+        stale: list[str] = []
+        for i in range(0, len(vids), 256):
+            f = models.Filter(must=[models.FieldCondition(key=Key.VIDEO_ID, match=models.MatchAny(any=vids[i : i + 256]))])
+            stale += [c.id for c in self.backend.scroll(self.collection_name, f, with_frames=False) if c.id not in keep]
+        if stale:
+            self.backend.delete(self.collection_name, models.Filter(must=[models.HasIdCondition(has_id=stale)]))  # type: ignore[list-item]
 
     def optimize(self) -> bool:
         """Let the storage engine build its ANN index now (needed for Qdrant Edge after bulk writes;

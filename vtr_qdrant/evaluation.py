@@ -397,10 +397,7 @@ def towers_fingerprint(manifest: BundleManifest) -> str:
     Equals ``manifest.fingerprint`` for a bundle without a head, so a bundle that adds a trained
     head to the same towers can be matched against collections built with the head-less bundle.
     """
-    files = dict(manifest.files)
-    if manifest.xpool is not None:
-        files.pop(manifest.xpool.file, None)
-    return manifest.model_copy(update={"xpool": None, "files": files}).compute_fingerprint()
+    return manifest.towers_fingerprint()
 
 
 def load_head(spec: str | os.PathLike[str], *, expected_fingerprint: str | None = None) -> XPoolHead:

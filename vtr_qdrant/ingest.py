@@ -27,7 +27,7 @@ from .errors import InvalidInputError, VideoDecodeError, VtrError
 from .points import Key
 
 if TYPE_CHECKING:
-    from .collection import VideoCollection
+    from .collection import EmbeddedVideo, VideoCollection
     from .video import SampledFrames
 
 __all__ = ["VideoFailure", "IngestReport", "expand_sources", "file_content_hash", "ingest_videos", "VIDEO_EXTENSIONS"]
@@ -156,6 +156,7 @@ def ingest_videos(
     **sample_options: Any,
 ) -> IngestReport:
     """Decode, encode and store video files; see :meth:`VideoCollection.add_videos`."""
+    from .collection import EmbeddedVideo
     from .video import sample_frames  # needs the video extra; imported only when ingesting
 
     t_start = time.perf_counter()
@@ -246,26 +247,28 @@ def ingest_videos(
                 report.failed.append(_failure(paths[i], video_ids[i], "encode", e))
             return
         timing["encode"] += time.perf_counter() - t
+        videos: list[tuple[int, EmbeddedVideo]] = []
         offset = 0
         for i, s in batch:
             n = len(s.images)
-            t = time.perf_counter()
-            try:
-                vc.upsert_embeddings(
-                    video_ids[i],
-                    emb[offset : offset + n],
-                    s.timestamps,
-                    metadata=metas[i],
-                    uri=paths[i],
-                    duration=s.duration,
-                    content_hash=hashes[video_ids[i]],
-                )
-                report.ingested.append(video_ids[i])
-                report.frames += n
-            except Exception as e:
-                report.failed.append(_failure(paths[i], video_ids[i], "upsert", e))
-            timing["upsert"] += time.perf_counter() - t
+            videos.append((i, EmbeddedVideo(video_ids[i], emb[offset : offset + n], s.timestamps, metas[i], paths[i], s.duration, hashes[video_ids[i]])))
             offset += n
+        t = time.perf_counter()
+        try:  # one write for the whole batch ...
+            vc.upsert_embeddings_batch([v for _, v in videos])
+            done = videos
+        except Exception:  # ... and, if it fails, video by video so one bad video cannot sink the others
+            done = []
+            for i, v in videos:
+                try:
+                    vc.upsert_embeddings_batch([v])
+                    done.append((i, v))
+                except Exception as e:
+                    report.failed.append(_failure(paths[i], video_ids[i], "upsert", e))
+        for _, v in done:
+            report.ingested.append(v.video_id)
+            report.frames += len(v.timestamps)
+        timing["upsert"] += time.perf_counter() - t
 
     bar = None
     if progress and remaining:

@@ -84,6 +84,7 @@ class XPoolSpec(_Strict):
     file: str
     num_heads: int = Field(ge=1)
     format: Literal["npz", "safetensors"] = "npz"
+    onnx: str | None = Field(None, description="optional ONNX export of the head, relative path")
 
 
 class ModelSource(_Strict):
@@ -133,6 +134,8 @@ class BundleManifest(_Strict):
         out = [self.visual.file, self.text.file, self.tokenizer.file]
         if self.xpool is not None:
             out.append(self.xpool.file)
+            if self.xpool.onnx is not None:
+                out.append(self.xpool.onnx)
         return out
 
     def compute_fingerprint(self) -> str:
@@ -146,6 +149,24 @@ class BundleManifest(_Strict):
         )
         blob = json.dumps(semantic, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:32]
+
+    def towers_fingerprint(self) -> str:
+        """Fingerprint of what produces the stored vectors: towers, tokenizer, preprocessing.
+
+        Ignores an X-Pool head, so a bundle that adds a trained head to the same towers matches
+        collections built with the head-less bundle; equals :attr:`fingerprint` without a head.
+        This is what a collection records.
+        """
+        return _towers_only(self).compute_fingerprint()
+
+
+def _towers_only(m: BundleManifest) -> BundleManifest:
+    files = dict(m.files)
+    if m.xpool is not None:
+        for rel in (m.xpool.file, m.xpool.onnx):
+            if rel is not None:
+                files.pop(rel, None)
+    return m.model_copy(update={"xpool": None, "files": files})
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
