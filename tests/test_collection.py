@@ -276,3 +276,24 @@ def test_bundle_with_added_head_opens_headless_collection(client, test_bundle, t
     hits = vx.search(q, limit=6)
     ref = head.similarity(q[None].astype(np.float64), np.stack(list(vids.values())).astype(np.float64))[0]
     assert [h.video_id for h in hits] == [list(vids)[i] for i in np.argsort(-ref)]
+
+
+def test_frame_aware_stage_one_finds_short_moments(client, test_bundle):  # type: ignore[no-untyped-def]
+    """One matching frame in twelve barely moves the pooled vector; the frames prefetch still finds it."""
+    vc = VideoCollection(client, "videos", test_bundle)
+    assert vc.frames_indexed and vc.info()["frames_indexed"]
+    rng = np.random.default_rng(11)
+    q = random_frames(rng, 1)[0]
+    batch = [EmbeddedVideo(f"d{i}", random_frames(rng, 12), np.arange(12.0)) for i in range(150)]
+    needle = random_frames(rng, 12)
+    needle[7] = q
+    batch.append(EmbeddedVideo("needle", needle, np.arange(12.0)))
+    vc.upsert_embeddings_batch(batch)
+    pooled_only = vc.search(q, limit=5, candidates=10, aggregation="max", hybrid=False)
+    assert "needle" not in [h.video_id for h in pooled_only]  # the failure mode being fixed
+    hits = vc.search(q, limit=5, candidates=10, aggregation="max")
+    assert hits[0].video_id == "needle" and hits[0].moment.peak == 7.0
+    assert len(vc.search(q, limit=10, candidates=10, hybrid=True)) == 10  # K candidates, not fewer
+    # a collection created without the frame index stays pooled-only unless asked
+    plain = VideoCollection(client, "plain", test_bundle, index_frames=False)
+    assert not plain.frames_indexed and not VideoCollection(client, "plain", test_bundle).frames_indexed

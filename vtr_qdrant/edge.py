@@ -368,7 +368,7 @@ class EdgeBackend(StorageBackend):
         except OSError:
             log.debug("could not fsync folder %s", file.parent)
 
-    def _config(self, dim: int, *, m: int | None = None, ef_construct: int | None = None) -> Any:
+    def _config(self, dim: int, *, m: int | None = None, ef_construct: int | None = None, frames_m: int = 0) -> Any:
         e = self._e
         m = self.hnsw_m if m is None else m
         ef_construct = self.hnsw_ef_construct if ef_construct is None else ef_construct
@@ -378,9 +378,9 @@ class EdgeBackend(StorageBackend):
                     size=dim,
                     distance=e.Distance.Cosine,
                     multivector_config=e.MultiVectorConfig(e.MultiVectorComparator.MaxSim),
-                    # only rescored and fetched, never searched: no graph
+                    # frames_m=0: only rescored and fetched, never searched: no graph
                     hnsw_config=e.HnswIndexConfig(
-                        m=0, ef_construct=ef_construct, full_scan_threshold=_FULL_SCAN_THRESHOLD_KB
+                        m=frames_m, ef_construct=ef_construct, full_scan_threshold=_FULL_SCAN_THRESHOLD_KB
                     ),
                 ),
                 VECTOR_POOLED: e.EdgeVectorParams(
@@ -407,6 +407,7 @@ class EdgeBackend(StorageBackend):
                 int(meta["vectors"][VECTOR_POOLED]["size"]),
                 m=hnsw.get("m"),
                 ef_construct=hnsw.get("ef_construct"),
+                frames_m=int(hnsw.get("frames_m", 0)),
             )
             try:
                 shard = self._e.EdgeShard.load(str(folder), config)
@@ -481,7 +482,7 @@ class EdgeBackend(StorageBackend):
     def collection_exists(self, name: str) -> bool:
         return (self._dir(name) / METADATA_FILE).is_file()
 
-    def create_collection(self, name: str, *, dim: int, metadata: dict[str, Any]) -> None:
+    def create_collection(self, name: str, *, dim: int, metadata: dict[str, Any], index_frames: bool = False) -> None:
         if not isinstance(dim, int) or dim < 1:
             raise ConfigError(f"dim must be an int >= 1, got {dim!r}")
         with self._lock:
@@ -497,7 +498,8 @@ class EdgeBackend(StorageBackend):
                 shutil.rmtree(shard_dir)
             folder.mkdir(parents=True, exist_ok=True)
             try:
-                shard = self._e.EdgeShard.create(str(shard_dir), self._config(dim))
+                frames_m = self.hnsw_m if index_frames else 0
+                shard = self._e.EdgeShard.create(str(shard_dir), self._config(dim, frames_m=frames_m))
                 shard.flush()
             except Exception as err:
                 raise ConfigError(
@@ -511,7 +513,7 @@ class EdgeBackend(StorageBackend):
                     VECTOR_FRAMES: {"size": dim, "multivector": True, "distance": "cosine"},
                     VECTOR_POOLED: {"size": dim, "multivector": False, "distance": "cosine"},
                 },
-                "hnsw": {"m": self.hnsw_m, "ef_construct": self.hnsw_ef_construct},
+                "hnsw": {"m": self.hnsw_m, "ef_construct": self.hnsw_ef_construct, "frames_m": frames_m},
             }
             try:
                 self._write_json_atomic(folder / METADATA_FILE, data)
@@ -569,6 +571,23 @@ class EdgeBackend(StorageBackend):
         with_vector: bool | list[str] = [VECTOR_FRAMES] if q.with_frames else False
         vec = np.ascontiguousarray(q.vector, dtype=np.float32)
         flt = translate_filter(q.query_filter)
+        if q.hybrid:
+            n_frames = q.limit // 2
+            prefetches = [
+                e.Prefetch(limit=q.limit, query=e.Query.Nearest(vec, using=VECTOR_POOLED), filter=flt, params=params)
+            ]
+            if n_frames:
+                prefetches.append(
+                    e.Prefetch(limit=n_frames, query=e.Query.Nearest(vec[None, :], using=VECTOR_FRAMES), filter=flt, params=params)
+                )
+            return e.QueryRequest(
+                limit=q.limit,
+                prefetches=prefetches,
+                query=e.Query.Nearest(vec[None, :], using=VECTOR_FRAMES) if q.rescore else e.Fusion.Rrf(k=2),
+                with_payload=True,
+                with_vector=with_vector,
+                score_threshold=q.score_threshold,
+            )
         if q.rescore:
             return e.QueryRequest(
                 limit=q.limit,

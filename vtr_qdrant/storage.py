@@ -55,6 +55,13 @@ class StageOneQuery:
         rescore: if True, the pooled-vector search fetches ``limit * rescore_factor`` points and
             MaxSim on the frame multivectors keeps the best ``limit``.
         rescore_factor: prefetch multiplier when rescoring.
+        hybrid: frame-aware stage 1: the ``floor(limit/2)`` best points by MaxSim over the frames
+            (the best frame's cosine) plus the best points by pooled cosine up to ``limit``, so a
+            video whose matching moment is too short to move its pooled vector is still found.
+            Fused with RRF over prefetches of ``limit // 2`` (frames) and ``limit`` (pooled): every
+            frame-prefetch point outranks pooled-only points below rank ``limit // 2``, so the set
+            is as described whatever the fusion constant. With ``rescore``, the main query orders
+            the prefetched union by MaxSim instead (and may drop pooled-only points).
         with_frames: return the candidates' frame matrices.
         hnsw_ef: HNSW beam width for the pooled search (None: server default).
         exact: brute-force the pooled search (small collections, or to measure ANN recall).
@@ -66,6 +73,7 @@ class StageOneQuery:
     query_filter: models.Filter | None = None
     rescore: bool = False
     rescore_factor: int = 4
+    hybrid: bool = False
     with_frames: bool = True
     hnsw_ef: int | None = None
     exact: bool = False
@@ -79,8 +87,8 @@ class StorageBackend(ABC):
     def collection_exists(self, name: str) -> bool: ...
 
     @abstractmethod
-    def create_collection(self, name: str, *, dim: int, metadata: dict[str, Any]) -> None:
-        """Create ``frames`` (multivector, cosine, MAX_SIM, no HNSW) and ``pooled`` (cosine, HNSW)."""
+    def create_collection(self, name: str, *, dim: int, metadata: dict[str, Any], index_frames: bool = False) -> None:
+        """Create ``frames`` (multivector, cosine, MAX_SIM; HNSW only if ``index_frames``) and ``pooled`` (cosine, HNSW)."""
 
     @abstractmethod
     def collection_schema(self, name: str) -> dict[str, Any]:
@@ -146,7 +154,7 @@ class QdrantClientBackend(StorageBackend):
     def collection_exists(self, name: str) -> bool:
         return bool(self.client.collection_exists(name))
 
-    def create_collection(self, name: str, *, dim: int, metadata: dict[str, Any]) -> None:
+    def create_collection(self, name: str, *, dim: int, metadata: dict[str, Any], index_frames: bool = False) -> None:
         self.client.create_collection(
             name,
             vectors_config={
@@ -154,7 +162,8 @@ class QdrantClientBackend(StorageBackend):
                     size=dim,
                     distance=models.Distance.COSINE,
                     multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
-                    hnsw_config=models.HnswConfigDiff(m=0),  # only rescored and fetched, never searched
+                    # without index_frames: only rescored and fetched, never searched -> no graph
+                    hnsw_config=None if index_frames else models.HnswConfigDiff(m=0),
                 ),
                 VECTOR_POOLED: models.VectorParams(size=dim, distance=models.Distance.COSINE),
             },
@@ -196,6 +205,21 @@ class QdrantClientBackend(StorageBackend):
         params = models.SearchParams(hnsw_ef=q.hnsw_ef, exact=q.exact) if (q.hnsw_ef or q.exact) else None
         with_vectors: bool | list[str] = [VECTOR_FRAMES] if q.with_frames else False
         vec = q.vector.astype(np.float32).tolist()
+        if q.hybrid:
+            n_frames = q.limit // 2
+            prefetch = [models.Prefetch(query=vec, using=VECTOR_POOLED, filter=q.query_filter, limit=q.limit, params=params)]
+            if n_frames:
+                prefetch.append(models.Prefetch(query=[vec], using=VECTOR_FRAMES, filter=q.query_filter, limit=n_frames, params=params))
+            main: Any = models.FusionQuery(fusion=models.Fusion.RRF)
+            return models.QueryRequest(
+                prefetch=prefetch,
+                query=[vec] if q.rescore else main,
+                using=VECTOR_FRAMES if q.rescore else None,
+                limit=q.limit,
+                with_payload=True,
+                with_vector=with_vectors,
+                score_threshold=q.score_threshold,
+            )
         if q.rescore:
             return models.QueryRequest(
                 prefetch=models.Prefetch(
