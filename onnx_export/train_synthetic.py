@@ -76,7 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "world_seed": 0,
     "train_videos": 4000,
-    "steps": 400,
+    "steps": 1000,
     "batch": 256,
     "video_batch": 16,
     "video_frames": 8,
@@ -385,6 +385,30 @@ def train(args: argparse.Namespace, work: Path) -> tuple[Any, Path, dict[str, An
 # ------------------------------------------------------------------------------------------ export
 
 
+def save_checkpoint(path: Path, model: Any, merges: Path, recipe: dict[str, Any]) -> None:
+    """Save weights, merges file and recipe, so an export can be redone without retraining."""
+    import torch
+
+    torch.save({"state_dict": model.state_dict(), "merges": merges.read_bytes(), "recipe": recipe}, path)
+    log.info("saved checkpoint %s", path)
+
+
+def load_checkpoint(path: Path, work: Path) -> tuple[Any, Path, dict[str, Any]]:
+    """Inverse of :func:`save_checkpoint`: ``(model, merges_file, recipe)``."""
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    recipe = ckpt["recipe"]
+    arch = {k: recipe["architecture"][k] for k in ("embed_dim", "vision_cfg", "text_cfg")}
+    text_cfg = {k: v for k, v in arch["text_cfg"].items() if k != "vocab_size"}
+    model = build_model(arch["text_cfg"]["vocab_size"], {**arch, "text_cfg": text_cfg})
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    merges = work / "bpe_merges.txt.gz"
+    merges.write_bytes(ckpt["merges"])
+    return model, merges, recipe
+
+
 def export(model: Any, merges: Path, recipe: dict[str, Any], out: Path) -> Any:
     """Export the trained model into the bundle folder ``out`` with the project's exporter."""
     from onnx_export.clip import export_model
@@ -498,6 +522,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-seeds", type=int, default=2, help="held-out worlds to evaluate on")
     p.add_argument("--eval-videos", type=int, default=100, help="videos per held-out world")
     p.add_argument("--threads", type=int, default=2, help="torch / onnxruntime threads")
+    p.add_argument("--save-checkpoint", type=Path, help="also save the trained weights here (a .pt file)")
+    p.add_argument(
+        "--from-checkpoint", type=Path, help="export a checkpoint saved earlier instead of training"
+    )
     for k, v in DEFAULTS.items():
         choices = sorted(ARCHS) if k == "arch" else None
         p.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v, choices=choices)
@@ -511,7 +539,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.eval_only:
         with tempfile.TemporaryDirectory() as tmp:
-            model, merges, recipe = train(args, Path(tmp))
+            if args.from_checkpoint:
+                model, merges, recipe = load_checkpoint(args.from_checkpoint, Path(tmp))
+            else:
+                model, merges, recipe = train(args, Path(tmp))
+                if args.save_checkpoint:
+                    save_checkpoint(args.save_checkpoint, model, merges, recipe)
             report = export(model, merges, recipe, args.out)
             log.info("exported:\n%s", report.format())
     seeds = [syn.heldout_seed(i) for i in range(args.eval_seeds)]
