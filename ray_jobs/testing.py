@@ -101,12 +101,25 @@ class FlakyClient:
         p_before: probability a call fails before reaching the server.
         p_after: probability an upsert is applied and then times out (response lost).
         always_timeout: every write call times out (a dead server).
+        scripted: whatever the random draws, the first upsert fails before reaching the server
+            and the second is applied and then times out (both kinds happen in every writer).
     """
 
     FLAKY = frozenset({"upsert", "delete", "count", "scroll"})
 
-    def __init__(self, inner: Any, *, seed: int = 0, p_before: float = 0.3, p_after: float = 0.1, always_timeout: bool = False) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        *,
+        seed: int = 0,
+        p_before: float = 0.3,
+        p_after: float = 0.1,
+        always_timeout: bool = False,
+        scripted: bool = True,
+    ) -> None:
         self._inner = inner
+        self.scripted = scripted
+        self.upserts = 0
         self._rng = random.Random(seed)
         self.p_before = p_before
         self.p_after = p_after
@@ -122,11 +135,14 @@ class FlakyClient:
             if self.always_timeout and method == "upsert":
                 self.injected += 1
                 raise TimeoutError("the server did not answer in time")
-            if self._rng.random() < self.p_before:
+            if method == "upsert":
+                self.upserts += 1
+            if self._rng.random() < self.p_before or (self.scripted and self.upserts == 1 and method == "upsert"):
                 self.injected += 1
                 raise _transient(self._rng)
             out = target(*args, **kwargs)
-            if method == "upsert" and self._rng.random() < self.p_after:
+            scripted_after = self.scripted and self.upserts == 2 and method == "upsert"
+            if method == "upsert" and (self._rng.random() < self.p_after or scripted_after):
                 self.injected += 1
                 raise TimeoutError("timed out waiting for the response (the upsert was applied)")
             return out

@@ -202,6 +202,14 @@ def test_rebuild_swaps_alias_while_searches_keep_working(ray_session: None, corp
     assert left == {rebuilt.written_to, third.written_to}  # keep_versions=2: the first one dropped
     assert searcher.get("red-0").frames.shape == (3, 32)  # type: ignore[union-attr]
 
+    def crash(stats: Any) -> None:
+        raise RuntimeError("driver killed")
+
+    with pytest.raises(RuntimeError, match="driver killed"):  # a failed rebuild changes nothing
+        run_job(cfg.model_copy(update={"rebuild": True}), client=client, on_batch=crash)
+    assert {c.name for c in client.get_collections().collections} == left
+    assert client.get_aliases().aliases[0].collection_name == third.written_to and searcher.count() == 7
+
 
 @pytest.mark.timeout(240)
 def test_server_sink_with_transient_errors_and_timeouts(ray_session: None, corpus: Path, test_bundle: ModelBundle, tmp_path: Path) -> None:
@@ -222,6 +230,7 @@ def test_server_sink_with_transient_errors_and_timeouts(ray_session: None, corpu
     assert remote.count("vids").count == 14  # nothing lost, nothing duplicated
     sizes = ray.get(server.stats.remote())["upsert_sizes"]
     assert max(sizes) <= 2  # split under the request size limit (~4.4 kB per 4x32 point)
+    assert sum(sizes) > 14  # upserts whose response was lost were sent again: ids made them idempotent
     vc = VideoCollection(QdrantClientBackend(RemoteClient(server)), "vids", test_bundle)
     stored = vc.get("magenta-1")
     assert stored is not None and stored.payload["colour"] == "magenta" and stored.frames.shape == (4, 32)
