@@ -214,6 +214,8 @@ def run_job(
 
                     ray.shutdown()
 
+        if stats["ingested"] or pruned:
+            vc.optimize()  # engines that leave indexing to the caller (Qdrant Edge); a no-op elsewhere
         if target.swap and not swapped:
             swap_alias(client, target.name, target.write_to)
             swapped = True

@@ -177,8 +177,8 @@ class RetryingBackend(StorageBackend):
     def collection_exists(self, name: str) -> bool:
         return bool(self._call("collection_exists", lambda: self.inner.collection_exists(name)))
 
-    def create_collection(self, name: str, *, dim: int, metadata: dict[str, Any]) -> None:
-        self.inner.create_collection(name, dim=dim, metadata=metadata)  # not idempotent: no retry
+    def create_collection(self, name: str, *, dim: int, metadata: dict[str, Any], index_frames: bool = False) -> None:
+        self.inner.create_collection(name, dim=dim, metadata=metadata, index_frames=index_frames)  # not idempotent: no retry
 
     def collection_schema(self, name: str) -> dict[str, Any]:
         return self._call("get_collection", lambda: self.inner.collection_schema(name))  # type: ignore[no-any-return]
@@ -201,6 +201,9 @@ class RetryingBackend(StorageBackend):
 
     def count(self, name: str, query_filter: models.Filter | None = None) -> int:
         return int(self._call("count", lambda: self.inner.count(name, query_filter)))
+
+    def optimize(self, name: str) -> bool:
+        return bool(self._call("optimize", lambda: self.inner.optimize(name)))
 
 
 class WriteStats(dict):  # type: ignore[type-arg]
