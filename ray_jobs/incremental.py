@@ -28,7 +28,7 @@ from qdrant_client import models
 
 from vtr_qdrant.collection import VideoCollection
 from vtr_qdrant.errors import ConfigError
-from vtr_qdrant.ingest import _already_stored
+from vtr_qdrant.ingest import stored_payloads
 from vtr_qdrant.points import Key
 
 from .sources import VideoSource
@@ -140,7 +140,7 @@ def split_unchanged(vc: VideoCollection, sources: Sequence[VideoSource], *, forc
     content hash and the collection's model fingerprint (sources with no hash are never unchanged)."""
     if force or not sources:
         return list(sources), []
-    stored = _already_stored(vc, [s.video_id for s in sources])
+    stored = stored_payloads(vc, [s.video_id for s in sources])
     fingerprint = vc.fingerprint
     todo, same = [], []
     for s in sources:

@@ -129,3 +129,8 @@ def test_cli_ingest_search_info(tmp_path: Path, corpus: Path, test_bundle: Model
     assert main(["search", "x", "--collection", "nope", "--qdrant-path", qpath, "--bundle", bundle]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert os.path.isdir(qpath)
+
+
+def test_cli_ray_only_flags_need_ray(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["ingest", str(tmp_path), "--collection", "c", "--qdrant-path", str(tmp_path / "q"), "--rebuild"])
+    assert rc == 2 and "need --ray" in capsys.readouterr().err

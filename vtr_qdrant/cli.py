@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .cli_eval import add_eval, add_train_head
-from .errors import VtrError
+from .errors import ConfigError, VtrError
 
 __all__ = ["main", "build_parser", "open_client"]
 
@@ -119,6 +119,12 @@ def _add_search(sub: Any) -> None:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
+    if args.ray:
+        from ray_jobs import cli_ingest
+
+        return int(cli_ingest(args))
+    if args.rebuild or args.prune:
+        raise ConfigError("--rebuild and --prune need --ray (they are Ray-job features)")
     from .collection import VideoCollection
     from .config import SamplingConfig
     from .ingest import expand_sources
@@ -149,6 +155,10 @@ def _add_ingest(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="re-ingest unchanged files")
     p.add_argument("--report", help="write the ingest report as JSON here")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--ray", action="store_true", help="run as a Ray Data job (python -m ray_jobs)")
+    p.add_argument("--job-config", help="with --ray: job config YAML/TOML; flags given here override it")
+    p.add_argument("--rebuild", action="store_true", default=None, help="with --ray: new versioned collection, alias swapped at the end")
+    p.add_argument("--prune", action="store_true", default=None, help="with --ray: delete stored videos whose source is gone")
     p.set_defaults(func=_cmd_ingest)
 
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .collection import EmbeddedVideo, VideoCollection
     from .video import SampledFrames
 
-__all__ = ["VideoFailure", "IngestReport", "expand_sources", "file_content_hash", "ingest_videos", "VIDEO_EXTENSIONS"]
+__all__ = ["VideoFailure", "IngestReport", "stored_payloads", "expand_sources", "file_content_hash", "ingest_videos", "VIDEO_EXTENSIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _failure(uri: str, vid: str, stage: str, e: BaseException) -> VideoFailure:
     return VideoFailure(uri=uri, video_id=vid, stage=stage, error_type=type(e).__name__, reason=str(reason), message=str(e))
 
 
-def _already_stored(vc: VideoCollection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+def stored_payloads(vc: VideoCollection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     """First-segment payloads of those videos already in the collection."""
     found: dict[str, dict[str, Any]] = {}
     for i in range(0, len(ids), 256):
@@ -201,7 +201,7 @@ def ingest_videos(
                 report.failed.append(_failure(u, vid, "input", VideoDecodeError(u, f"cannot read: {e}", reason="unreadable")))
                 continue
         todo.append(i)
-    stored = {} if force else _already_stored(vc, [video_ids[i] for i in todo])
+    stored = {} if force else stored_payloads(vc, [video_ids[i] for i in todo])
     fingerprint = vc.fingerprint
     remaining = []
     for i in todo:
