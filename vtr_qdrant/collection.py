@@ -153,6 +153,7 @@ class VideoCollection:
         self.exact = exact
         self.dim: int = 0
         self._text_encoder: Any = None
+        self._stored_fingerprint: str | None = None
         self.xpool_cache_size = int(xpool_cache_size)
         self._xpool_cache: OrderedDict[tuple[int, str, str], XPoolVideoCache] = OrderedDict()
         self._frame_encoder: Any = None
@@ -234,8 +235,6 @@ class VideoCollection:
         self.sampling = stored_sampling
         self._stored_fingerprint = stored_fp
         self.frames_indexed = bool(meta.get("frames_indexed", False))
-
-    _stored_fingerprint: str | None = None
 
     def _resolve_aggregation(self, aggregation: str | Aggregator) -> Aggregator:
         if isinstance(aggregation, Aggregator):
@@ -565,12 +564,7 @@ class VideoCollection:
         keys = [(id(head), c.id, str(c.payload.get(Key.INGESTED_AT, ""))) for c in cands]
         missing = [i for i, k in enumerate(keys) if k not in store]
         if missing:
-            lengths = [len(cands[i].frames) for i in missing]  # type: ignore[arg-type]
-            block = np.zeros((len(missing), max(lengths), self.dim), dtype=np.float32)
-            for j, i in enumerate(missing):
-                block[j, : lengths[j]] = cands[i].frames
-            mask = np.arange(block.shape[1])[None, :] < np.asarray(lengths)[:, None]
-            fresh = head.precompute(block, mask)
+            fresh = head.precompute(*self._padded([cands[i] for i in missing]))
             for j, i in enumerate(missing):
                 store[keys[i]] = fresh[j]
         out = []
@@ -580,6 +574,14 @@ class VideoCollection:
         while len(store) > self.xpool_cache_size:
             store.popitem(last=False)
         return XPoolVideoCache.stack(out)
+
+    def _padded(self, cands: list[Candidate]) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates' frame matrices as (V, F_max, D) float32 zero-padded, and the (V, F_max) bool mask."""
+        lengths = np.array([len(c.frames) for c in cands])  # type: ignore[arg-type]
+        frames = np.zeros((len(cands), int(lengths.max()), self.dim), dtype=np.float32)
+        for i, c in enumerate(cands):
+            frames[i, : lengths[i]] = c.frames
+        return frames, np.arange(frames.shape[1])[None, :] < lengths[:, None]
 
     def _stage_two(
         self,
@@ -594,14 +596,11 @@ class VideoCollection:
         if not cands:
             return []
         lengths = np.array([len(c.frames) for c in cands])  # type: ignore[arg-type]
-        frames = np.zeros((len(cands), int(lengths.max()), self.dim), dtype=np.float32)
-        for i, c in enumerate(cands):
-            frames[i, : lengths[i]] = c.frames
-        mask = np.arange(frames.shape[1])[None, :] < lengths[:, None]
         if isinstance(agg, XPoolHead) and self.xpool_cache_size > 0:
+            # cached candidates need no padded copy of their frames
             res = agg.aggregate_cached(vector[None, :], self._xpool_caches(agg, cands))
         else:
-            res = agg.aggregate(vector[None, :], frames, mask)
+            res = agg.aggregate(vector[None, :], *self._padded(cands))
         scores, weights = res.scores[0], res.weights[0]
         best: dict[str, int] = {}
         for i, c in enumerate(cands):
