@@ -1,10 +1,16 @@
 """Stage-2 cost per query: turning Qdrant's returned frame lists into arrays, and each aggregation.
 
-    python benchmarks/bench_stage2.py [--frames 12] [--dim 512]
+    python benchmarks/bench_stage2.py [--frames 12] [--dim 512] [--videos 2000] [--backends local edge]
 
 Prints a table (milliseconds per query, median) for 100 / 200 / 1000 candidates and writes
 benchmarks/results/stage2.json. "convert" is what VideoCollection does with a stage-1 response
 (lists of lists -> padded (K, F, D) float32 + mask); the aggregation columns start from arrays.
+
+The second table is the production path end to end: ``VideoCollection.search`` (query vector,
+softmax aggregation, hybrid stage 1) on ``--videos`` random videos in qdrant-client local mode and
+Qdrant Edge, for K candidates, with the frames cache off (frames come with stage 1), cold (cache
+emptied before every query: stage 1 without vectors + one by-id read) and warm (the same query
+again: no frames read at all). All three arms run interleaved in the same loop.
 """
 
 from __future__ import annotations
@@ -24,8 +30,72 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import median_seconds, print_table, write_json  # noqa: E402
 
+from vtr_qdrant import VideoCollection  # noqa: E402
 from vtr_qdrant.aggregation import MaxFrame, MeanPooling, SoftmaxPooling, TopKFrames  # noqa: E402
-from vtr_qdrant.storage import _frames_of  # noqa: E402
+from vtr_qdrant.storage import StorageBackend, _frames_of  # noqa: E402
+
+
+def _backend(kind: str, tmp: Path) -> tuple[StorageBackend, object]:
+    if kind == "edge":
+        from vtr_qdrant.edge import EdgeBackend
+
+        b = EdgeBackend(tmp / "edge", max_search_threads=1)
+        return b, b
+    import warnings
+
+    from qdrant_client import QdrantClient
+
+    from vtr_qdrant.storage import QdrantClientBackend
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        client = QdrantClient(":memory:")
+    return QdrantClientBackend(client), client
+
+
+def end_to_end(args: argparse.Namespace, rng: np.random.Generator) -> tuple[list[dict[str, object]], list[list[object]]]:
+    """Median ms of one VideoCollection.search per (back end, K, cache arm), arms interleaved."""
+    import statistics
+    import tempfile
+    import time
+
+    from vtr_qdrant.collection import EmbeddedVideo
+
+    results: list[dict[str, object]] = []
+    rows: list[list[object]] = []
+    for kind in args.backends:
+        with tempfile.TemporaryDirectory() as tmp:
+            backend, closer = _backend(kind, Path(tmp))
+            vc = VideoCollection(backend, "bench", dim=args.dim, frames_cache_size=4 * max(args.e2e_candidates))
+            ts = np.arange(args.frames, dtype=np.float64)
+            for lo in range(0, args.videos, 250):
+                batch = []
+                for i in range(lo, min(lo + 250, args.videos)):
+                    f = rng.standard_normal((args.frames, args.dim)).astype(np.float32)
+                    batch.append(EmbeddedVideo(f"v{i}", f / np.linalg.norm(f, axis=1, keepdims=True), ts))
+                vc.upsert_embeddings_batch(batch)
+            vc.optimize()
+            off = VideoCollection(backend, "bench", dim=args.dim, frames_cache_size=0)
+            queries = rng.standard_normal((args.queries, args.dim)).astype(np.float32)
+            for k in args.e2e_candidates:
+                times: dict[str, list[float]] = {"off": [], "cold": [], "warm": []}
+                for q in queries:
+                    for arm in ("off", "cold", "warm"):
+                        if arm == "cold":
+                            vc._frames_cache.clear()
+                        coll = off if arm == "off" else vc
+                        t0 = time.perf_counter()
+                        hits = coll.search(q, limit=10, candidates=k)
+                        times[arm].append(time.perf_counter() - t0)
+                        assert len(hits) == 10
+                med = {a: 1e3 * statistics.median(t) for a, t in times.items()}
+                results.append({"backend": kind, "videos": args.videos, "candidates": k, **{f"{a}_ms": v for a, v in med.items()},
+                                "warm_speedup_vs_off": med["off"] / med["warm"], "cold_vs_off": med["cold"] / med["off"]})
+                rows.append([kind, k, med["off"], med["cold"], med["warm"], med["off"] / med["warm"], med["cold"] / med["off"]])
+            close = getattr(closer, "close", None)
+            if close is not None:
+                close()
+    return results, rows
 
 
 def main() -> None:
@@ -33,6 +103,10 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--candidates", type=int, nargs="+", default=[100, 200, 1000])
+    ap.add_argument("--videos", type=int, default=2000, help="videos in the end-to-end collections (0: skip)")
+    ap.add_argument("--e2e-candidates", type=int, nargs="+", default=[100, 200])
+    ap.add_argument("--queries", type=int, default=15)
+    ap.add_argument("--backends", nargs="+", default=["local", "edge"], choices=["local", "edge"])
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     aggs = {"mean": MeanPooling(), "max": MaxFrame(), "topk": TopKFrames(3), "softmax": SoftmaxPooling(0.01)}
@@ -58,7 +132,12 @@ def main() -> None:
         rows.append([k, row["convert_ms"], *(row[f"{n}_ms"] for n in aggs)])
     print(f"stage 2, ms per query, {args.frames} frames x {args.dim} dims, float32")
     print_table(["K", "convert", *aggs], rows)
-    path = write_json("stage2", {"frames": args.frames, "dim": args.dim, "results": results})
+    e2e: list[dict[str, object]] = []
+    if args.videos:
+        e2e, e2e_rows = end_to_end(args, rng)
+        print(f"\nVideoCollection.search end to end, ms per query, {args.videos} videos, softmax, hybrid stage 1")
+        print_table(["backend", "K", "cache off", "cold", "warm", "off/warm", "cold/off"], e2e_rows)
+    path = write_json("stage2", {"frames": args.frames, "dim": args.dim, "results": results, "end_to_end": e2e})
     print(f"wrote {path}")
 
 

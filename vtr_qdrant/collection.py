@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CANDIDATES = 100
 DEFAULT_XPOOL_CACHE = 4096
+DEFAULT_FRAMES_CACHE = 2048
 _UPSERT_BATCH_POINTS = 64
 
 
@@ -114,6 +115,13 @@ class VideoCollection:
             text-independent part of the head (k projection, folded v/out/linear projections) costs
             ~0.2-0.4 ms per candidate; with the cache, a candidate seen before costs O(F*D).
             About 53 KB per 12-frame 512-d candidate. 0 disables it.
+        frames_cache_size: how many candidates' frame matrices to keep in memory (LRU, keyed by
+            point id and the frames digest stored in the payload, so a re-ingested video is never
+            served stale frames). With the cache, stage 1 returns ids and payloads only and the
+            frames of the candidates not in the cache are read in a second call; reading frame
+            lists back from Qdrant (~0.2 ms per 12x512 candidate) is the largest cost of stage 2,
+            so repeated candidates become nearly free. About 25 KB per 12-frame 512-d candidate
+            (2048: ~50 MB). 0 disables it: stage 1 then returns the frames in one round trip.
         index_frames: when creating the collection, build an HNSW index on the frame multivectors
             and make stage 1 frame-aware (half the candidates by pooled cosine, half by the best
             frame), so a query describing a short moment still reaches stage 2. Measured on 100k
@@ -142,6 +150,7 @@ class VideoCollection:
         exact: bool = False,
         xpool_cache_size: int = DEFAULT_XPOOL_CACHE,
         index_frames: bool = True,
+        frames_cache_size: int = DEFAULT_FRAMES_CACHE,
     ) -> None:
         if not isinstance(collection_name, str) or not collection_name:
             raise ConfigError(f"collection_name must be a non-empty str, got {collection_name!r}")
@@ -156,6 +165,10 @@ class VideoCollection:
         self._stored_fingerprint: str | None = None
         self.xpool_cache_size = int(xpool_cache_size)
         self._xpool_cache: OrderedDict[tuple[int, str, str], XPoolVideoCache] = OrderedDict()
+        if isinstance(frames_cache_size, bool) or not isinstance(frames_cache_size, int) or frames_cache_size < 0:
+            raise ConfigError(f"frames_cache_size must be an int >= 0, got {frames_cache_size!r}")
+        self.frames_cache_size = frames_cache_size
+        self._frames_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._frame_encoder: Any = None
         if self.bundle is not None and dim is not None and dim != self.bundle.embed_dim:
             raise ConfigError(f"dim={dim} contradicts the bundle's embed_dim={self.bundle.embed_dim}; drop dim")
@@ -550,18 +563,49 @@ class VideoCollection:
                 hybrid=self.frames_indexed if hybrid is None else hybrid,
                 hnsw_ef=self.hnsw_ef,
                 exact=self.exact,
+                with_frames=self.frames_cache_size == 0,
             )
             for v in vectors
         ]
         results = self.backend.query(self.collection_name, stage1)
+        if self.frames_cache_size:
+            self._attach_frames([c for cands in results for c in cands])
         return [
             self._stage_two(v, cands, agg, limit, score_threshold, with_payload) for v, cands in zip(vectors, results)
         ]
 
+    @staticmethod
+    def _version(c: Candidate) -> str:
+        """What changes when a point's frames change: the stored digest (ingestion time for older points)."""
+        return str(c.payload.get(Key.FRAMES_DIGEST) or c.payload.get(Key.INGESTED_AT, ""))
+
+    def _attach_frames(self, cands: list[Candidate]) -> None:
+        """Give every candidate its frames: from the LRU when its version is cached, else read in one call.
+
+        Candidates whose point vanished between the two calls keep ``frames=None`` (stage 2 drops them).
+        """
+        store = self._frames_cache
+        keys = [(c.id, self._version(c)) for c in cands]
+        missing = sorted({k[0] for k in keys if k not in store})
+        fetched = self.backend.fetch_frames(self.collection_name, missing) if missing else {}
+        for c, k in zip(cands, keys):
+            f = store.get(k)
+            if f is None:
+                f = fetched.get(c.id)
+                if f is None:
+                    continue
+                f.setflags(write=False)  # shared by the cache and every hit that uses it
+                store[k] = f
+            else:
+                store.move_to_end(k)
+            c.frames = f
+        while len(store) > self.frames_cache_size:
+            store.popitem(last=False)
+
     def _xpool_caches(self, head: XPoolHead, cands: list[Candidate]) -> XPoolVideoCache:
         """Per-candidate X-Pool tensors from the LRU cache, computing the missing ones in one batch."""
         store = self._xpool_cache
-        keys = [(id(head), c.id, str(c.payload.get(Key.INGESTED_AT, ""))) for c in cands]
+        keys = [(id(head), c.id, self._version(c)) for c in cands]
         missing = [i for i, k in enumerate(keys) if k not in store]
         if missing:
             fresh = head.precompute(*self._padded([cands[i] for i in missing]))

@@ -7,6 +7,7 @@ that limit, so we enforce it here for every back end.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ __all__ = [
     "max_frames_per_point",
     "segment_spans",
     "make_points",
+    "frames_digest",
     "validate_frames",
 ]
 
@@ -55,6 +57,7 @@ class Key:
     CONTENT_HASH = "content_hash"
     MODEL_FINGERPRINT = "model_fingerprint"
     INGESTED_AT = "ingested_at"
+    FRAMES_DIGEST = "frames_digest"
 
 
 RESERVED_KEYS = frozenset(v for k, v in vars(Key).items() if k.isupper())
@@ -169,6 +172,19 @@ def validate_frames(video_id: Any, frames: Any, timestamps: Any, dim: int) -> tu
     return (f / norms[:, None]).astype(np.float32), t
 
 
+def frames_digest(frames: np.ndarray) -> str:
+    """A short digest of a point's (F, D) float32 frame matrix (16 hex chars of BLAKE2b).
+
+    Stored in the payload (``Key.FRAMES_DIGEST``) so readers can cache frames by (point id, digest):
+    a re-ingested video keeps its point ids but gets a new digest when its frames changed.
+    """
+    arr = np.ascontiguousarray(frames, dtype=np.float32)
+    h = hashlib.blake2b(digest_size=8)
+    h.update(np.asarray(arr.shape, dtype=np.int64).tobytes())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
 def make_points(
     video_id: str,
     frames: np.ndarray,
@@ -220,6 +236,7 @@ def make_points(
             Key.CONTENT_HASH: content_hash,
             Key.MODEL_FINGERPRINT: model_fingerprint,
             Key.INGESTED_AT: now,
+            Key.FRAMES_DIGEST: frames_digest(seg),
         }
         points.append(PointData(point_id(video_id, i), seg, pooled.astype(np.float32), payload))
     return points

@@ -118,6 +118,19 @@ class StorageBackend(ABC):
     def count(self, name: str, query_filter: models.Filter | None = None) -> int:
         """Exact number of points matching the filter."""
 
+    def fetch_frames(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The (F, D) float32 frame matrices of the given points, by point id.
+
+        Ids that no longer exist are absent from the result. The default scrolls with a
+        ``HasIdCondition``; back ends with a cheaper by-id read override it.
+        """
+        if not ids:
+            return {}
+        found = self.scroll(
+            name, models.Filter(must=[models.HasIdCondition(has_id=list(ids))]), with_frames=True, limit=len(ids)
+        )
+        return {c.id: c.frames for c in found if c.frames is not None}
+
     def optimize(self, name: str) -> bool:
         """Build indexes / merge segments now, where the engine leaves that to the caller.
 
@@ -287,6 +300,19 @@ class QdrantClientBackend(StorageBackend):
             out.extend(Candidate(str(r.id), 0.0, dict(r.payload or {}), _frames_of(r.vector)) for r in records)
             if offset is None or len(out) >= limit:
                 return out
+
+    def fetch_frames(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        if not ids:
+            return {}
+        records = self.client.retrieve(
+            name, ids=list(ids), with_payload=False, with_vectors=[VECTOR_FRAMES], timeout=self.timeout
+        )
+        out: dict[str, np.ndarray] = {}
+        for r in records:
+            f = _frames_of(r.vector)
+            if f is not None:
+                out[str(r.id)] = f
+        return out
 
     def delete(self, name: str, query_filter: models.Filter) -> None:
         self.client.delete(name, points_selector=models.FilterSelector(filter=query_filter), wait=True, timeout=self.timeout)
