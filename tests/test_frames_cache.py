@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +35,8 @@ class Spy(QdrantClientBackend):
 
 
 @pytest.fixture
-def spy() -> Iterator[Spy]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        client = QdrantClient(":memory:")
-    yield Spy(client)
-    client.close()
+def spy(client: QdrantClient) -> Spy:
+    return Spy(client)
 
 
 def _fill(vc: VideoCollection, n: int = 10, seed: int = 0) -> dict[str, np.ndarray]:
@@ -110,10 +105,7 @@ def test_lru_is_bounded_and_keeps_serving(spy: Spy, test_bundle) -> None:  # typ
     assert all(len(ids) >= 6 for ids in spy.fetched), "a 4-entry cache cannot hold 10 candidates"
 
 
-def test_point_deleted_between_the_two_calls_is_dropped(test_bundle) -> None:  # type: ignore[no-untyped-def]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        client = QdrantClient(":memory:")
+def test_point_deleted_between_the_two_calls_is_dropped(client: QdrantClient, test_bundle) -> None:  # type: ignore[no-untyped-def]
     vc = VideoCollection(Spy(client), "c", test_bundle)
     vids = _fill(vc)
     gone = vc.get("v3")
@@ -122,7 +114,6 @@ def test_point_deleted_between_the_two_calls_is_dropped(test_bundle) -> None:  #
     vc.backend = Spy(client, drop=[gone.point_ids[0]])
     hits = vc.search(vids["v3"][0], limit=10)
     assert "v3" not in {h.video_id for h in hits} and len(hits) == 9
-    client.close()
 
 
 def test_edge_backend_reads_frames_by_id(tmp_path: Path, test_bundle) -> None:  # type: ignore[no-untyped-def]
