@@ -47,6 +47,7 @@ def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--qdrant-url", help="Qdrant server URL (API key: $QDRANT_API_KEY): parallel writes")
     where.add_argument("--qdrant-path", help="embedded Qdrant folder: written by the driver")
+    where.add_argument("--qdrant-edge-path", help="Qdrant Edge folder (the edge extra): written by the driver")
     p.add_argument("--bundle", help="model bundle name or local-dir:/path")
     p.add_argument("--num-frames", type=int, help="frames per video")
     p.add_argument("--fps", type=float, help="instead: frames per second")
@@ -96,6 +97,8 @@ def overrides_from_args(args: argparse.Namespace, base_sources: Sequence[str] = 
         out["qdrant"] = {"url": args.qdrant_url}
     elif getattr(args, "qdrant_path", None):
         out["qdrant"] = {"path": args.qdrant_path}
+    elif getattr(args, "qdrant_edge_path", None):
+        out["qdrant"] = {"edge_path": args.qdrant_edge_path}
     sampling = {k: getattr(args, k, None) for k in ("num_frames", "fps", "mode", "segment_seconds")}
     if any(v is not None for v in sampling.values()):
         out["sampling"] = {k: v for k, v in sampling.items() if v is not None}  # replaces the whole section

@@ -40,11 +40,16 @@ class _Section(BaseModel):
 
 
 class QdrantTarget(_Section):
-    """Where the points go: a Qdrant server (``url``) or an embedded folder (``path``).
+    """Where the points go: a Qdrant server (``url``), an embedded folder (``path``) or a Qdrant
+    Edge folder (``edge_path``); exactly one of them.
 
     Attributes:
         url: server URL, e.g. ``http://qdrant:6333``. Writes run in parallel from Ray tasks.
-        path: embedded Qdrant folder (one process may open it): written from the driver.
+        path: embedded Qdrant folder (qdrant-client local mode; one process may open it):
+            written from the driver.
+        edge_path: Qdrant Edge root folder (:class:`vtr_qdrant.edge.EdgeBackend`, the ``edge``
+            extra; one process per collection): written from the driver. Aliases are symbolic
+            links there, so ``rebuild`` swaps them atomically too.
         api_key_env: name of the environment variable holding the API key (never the key itself).
         prefer_grpc: use gRPC to the server.
         timeout: per-request timeout in seconds.
@@ -52,19 +57,31 @@ class QdrantTarget(_Section):
 
     url: str | None = None
     path: str | None = None
+    edge_path: str | None = None
     api_key_env: str = "QDRANT_API_KEY"
     prefer_grpc: bool = False
     timeout: int = Field(60, ge=1)
 
     @model_validator(mode="after")
     def _one_target(self) -> QdrantTarget:
-        if (self.url is None) == (self.path is None):
-            raise ValueError("set exactly one of qdrant.url (a server) and qdrant.path (an embedded folder)")
+        given = [f"qdrant.{k}" for k in ("url", "path", "edge_path") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"set exactly one of qdrant.url (a server), qdrant.path (an embedded folder) and qdrant.edge_path "
+                f"(a Qdrant Edge folder); got {', '.join(given) if given else 'none'}"
+            )
         return self
 
     @property
+    def kind(self) -> Literal["server", "local", "edge"]:
+        """``server`` (url), ``local`` (qdrant-client local mode folder) or ``edge`` (Qdrant Edge)."""
+        if self.url is not None:
+            return "server"
+        return "local" if self.path is not None else "edge"
+
+    @property
     def embedded(self) -> bool:
-        """True for targets only one process may open (local folder): write from the driver."""
+        """True for targets only one process may open (local folder, Qdrant Edge): write from the driver."""
         return self.url is None
 
 
@@ -238,8 +255,8 @@ class JobConfig(_Section):
             return self.qdrant.embedded
         if self.write.mode == "sink" and self.qdrant.embedded:
             raise ConfigError(
-                "write.mode='sink' needs a Qdrant server (qdrant.url): an embedded folder can be opened "
-                "by one process only; use write.mode='auto'"
+                f"write.mode='sink' needs a Qdrant server (qdrant.url): the {self.qdrant.kind} target "
+                "(an embedded folder) can be opened by one process only; use write.mode='auto'"
             )
         return self.write.mode == "driver"
 
@@ -306,11 +323,23 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     return out
 
 
+_TARGET_KEYS = ("url", "path", "edge_path")
+
+
 def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a copy of ``data`` with dotted-key overrides applied (``{"encode.num_gpus": 1}``)."""
+    """Return a copy of ``data`` with dotted-key overrides applied (``{"encode.num_gpus": 1}``).
+
+    Choosing a target (``qdrant.url``, ``qdrant.path`` or ``qdrant.edge_path``) replaces the
+    target of the layer below (``VTR_JOB__QDRANT__EDGE_PATH=/data`` over a file's ``qdrant.path``).
+    """
     import copy
 
     out = copy.deepcopy(data)
+    chosen = {k.split(".", 1)[1] for k in overrides if k in {f"qdrant.{t}" for t in _TARGET_KEYS}}
+    if chosen and isinstance(out.get("qdrant"), dict):
+        for t in _TARGET_KEYS:
+            if t not in chosen:
+                out["qdrant"].pop(t, None)
     for k, v in overrides.items():
         _set_path(out, k, v)
     return out

@@ -13,6 +13,12 @@ versioned collection (``<name>__v<UTC time>``):
 
 A collection created by the in-process path (a plain collection, not an alias) is written into
 as it is; ``rebuild`` refuses it (Qdrant cannot give an alias the name of an existing collection).
+
+Qdrant Edge has no aliases: :class:`~vtr_qdrant.edge.EdgeBackend` keeps them as symbolic links
+beside its collection folders, swapped atomically by ``rename(2)``, and every ``EdgeBackend``
+call follows them, so the same scheme works there. Edge admits one handle per collection, so
+before the swap the job closes its handle on the new version (a searcher in another process
+opens it on its next call) and it skips dropping an old version another process still holds.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 from qdrant_client import models
 
 from vtr_qdrant.collection import VideoCollection
-from vtr_qdrant.errors import ConfigError
+from vtr_qdrant.errors import ConfigError, StorageError
 from vtr_qdrant.ingest import stored_payloads
 from vtr_qdrant.points import Key
 
@@ -66,8 +72,25 @@ def versioned_name(name: str, *, now: float | None = None) -> str:
     return f"{name}{_VERSION_SEP}{stamp}"
 
 
+def _edge(client: Any) -> Any:
+    """The client as an :class:`~vtr_qdrant.edge.EdgeBackend`, or None for a QdrantClient."""
+    from vtr_qdrant.edge import EdgeBackend
+
+    return client if isinstance(client, EdgeBackend) else None
+
+
 def _aliases(client: Any) -> dict[str, str]:
+    edge = _edge(client)
+    if edge is not None:
+        return dict(edge.aliases())
     return {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
+
+
+def _collections(client: Any) -> list[str]:
+    edge = _edge(client)
+    if edge is not None:
+        return list(edge.list_collections())
+    return [c.name for c in client.get_collections().collections]
 
 
 def resolve_target(client: Any, name: str, *, rebuild: bool) -> Target:
@@ -96,7 +119,13 @@ def resolve_target(client: Any, name: str, *, rebuild: bool) -> Target:
 
 
 def swap_alias(client: Any, alias: str, collection: str) -> None:
-    """Point ``alias`` at ``collection`` in one atomic operation (delete + create in one request)."""
+    """Point ``alias`` at ``collection`` in one atomic operation (delete + create in one request;
+    on Qdrant Edge a symbolic link renamed over the old one, after releasing ``collection``)."""
+    edge = _edge(client)
+    if edge is not None:
+        edge.close(collection)  # flushed and released: a searcher in another process may open it now
+        edge.set_alias(alias, collection)
+        return
     ops: list[Any] = []
     if alias in _aliases(client):
         ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
@@ -108,11 +137,13 @@ def swap_alias(client: Any, alias: str, collection: str) -> None:
 def drop_old_versions(client: Any, alias: str, keep: int) -> list[str]:
     """Delete ``<alias>__v*`` collections beyond the newest ``keep`` (never the aliased one).
 
-    Also removes versions left by killed rebuilds. Returns the deleted names.
+    Also removes versions left by killed rebuilds. On Qdrant Edge a version another process still
+    has open is kept (with a warning) and dropped by a later run. Returns the deleted names.
     """
     live = _aliases(client).get(alias)
     pattern = re.compile(re.escape(alias + _VERSION_SEP) + r"\d{8}T\d{12}$")
-    versions = sorted((c.name for c in client.get_collections().collections if pattern.match(c.name)), reverse=True)
+    versions = sorted((c for c in _collections(client) if pattern.match(c)), reverse=True)
+    edge = _edge(client)
     kept = [live] if live else []
     dropped = []
     for v in versions:
@@ -121,6 +152,12 @@ def drop_old_versions(client: Any, alias: str, keep: int) -> list[str]:
         if len(kept) < keep:
             kept.append(v)
             continue
+        if edge is not None:
+            try:
+                edge.count(v)  # takes the shard's lock: fails while another process holds it
+            except StorageError as e:
+                log.warning("kept old version %s for now: %s", v, e)
+                continue
         client.delete_collection(v)
         dropped.append(v)
     if dropped:

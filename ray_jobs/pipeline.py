@@ -8,7 +8,8 @@
    :class:`ray_jobs.encode.FrameEncodeActor`. Its resources differ from the decode tasks' on
    purpose: equal requests make Ray fuse decoding into the actor, serially.
 4. **Write**: a server target gets :class:`ray_jobs.sink.QdrantDatasink` (parallel write tasks);
-   an embedded target is written by the driver from ``iter_batches`` (one process only).
+   an embedded target (``qdrant.path``, or Qdrant Edge at ``qdrant.edge_path``) is written by the
+   driver from ``iter_batches`` (one process only).
 5. **Finish**: swap the alias after a rebuild, write the failures table and the report.
 
 A bad video never fails the job; an unreachable target, a wrong config or a model mismatch does.
@@ -44,11 +45,16 @@ log = logging.getLogger(__name__)
 
 
 def open_target_client(cfg: JobConfig) -> Any:
-    """A ``QdrantClient`` for the driver: the server (``qdrant.url``) or the embedded folder."""
+    """The driver's handle on the target: a ``QdrantClient`` for the server (``qdrant.url``) or the
+    embedded folder (``qdrant.path``), an :class:`~vtr_qdrant.edge.EdgeBackend` for ``qdrant.edge_path``."""
     from qdrant_client import QdrantClient
 
     if cfg.qdrant.url is not None:
         return ServerClientFactory.from_target(cfg.qdrant)()
+    if cfg.qdrant.edge_path is not None:
+        from vtr_qdrant.edge import EdgeBackend
+
+        return EdgeBackend(cfg.qdrant.edge_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # local-mode notices
         return QdrantClient(path=cfg.qdrant.path)
@@ -139,8 +145,9 @@ def run_job(
 
     Args:
         cfg: the job config.
-        client: an open ``QdrantClient`` for the driver to use instead of opening ``cfg.qdrant``
-            (it stays open). An embedded client is written by the driver.
+        client: an open ``QdrantClient`` (or :class:`~vtr_qdrant.edge.EdgeBackend`) for the
+            driver to use instead of opening ``cfg.qdrant`` (it stays open). An embedded client
+            is written by the driver.
         client_factory: picklable callable returning a client inside write tasks (sink mode);
             default: :class:`~ray_jobs.sink.ServerClientFactory` over ``cfg.qdrant``. Also used
             by the driver when ``client`` is not given.
@@ -238,6 +245,7 @@ def run_job(
     report = JobReport(
         collection=cfg.collection,
         written_to=target.write_to,
+        target=cfg.qdrant.kind,
         alias_swapped=swapped,
         write_mode=mode,
         listed=len(sources),

@@ -25,6 +25,7 @@ class JobReport(BaseModel):
     Attributes:
         collection: the name searchers use.
         written_to: the concrete collection written.
+        target: ``server``, ``local`` (embedded folder) or ``edge`` (Qdrant Edge).
         alias_swapped: whether the alias was pointed at ``written_to`` by this run.
         write_mode: ``sink`` (parallel Ray tasks) or ``driver`` (embedded target), or ``none``
             (nothing to do).
@@ -44,6 +45,7 @@ class JobReport(BaseModel):
 
     collection: str
     written_to: str
+    target: str = "server"
     alias_swapped: bool = False
     write_mode: str = "none"
     listed: int = 0
@@ -68,7 +70,7 @@ class JobReport(BaseModel):
         s = self.seconds
         lines = [
             f"collection {self.collection!r} (written: {self.written_to}{', alias swapped' if self.alias_swapped else ''}; "
-            f"writes from the {self.write_mode})",
+            f"{self.target} target, writes from the {self.write_mode})",
             f"listed {self.listed}: ingested {self.ingested}, skipped {self.skipped} unchanged, failed {self.failed}, "
             f"pruned {self.pruned}; {self.frames} frames, {self.points} points, {self.retries} write retries",
             f"pipeline {s.get('pipeline', 0.0):.2f} s: {self.videos_per_s:.2f} videos/s, {self.frames_per_s:.1f} frames/s; "

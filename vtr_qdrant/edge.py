@@ -13,6 +13,12 @@ has no collections, so this back end keeps one Edge *shard* per collection under
 ``collection.json`` is written last when a collection is created, so a collection exists exactly
 when its ``collection.json`` does.
 
+Aliases (Edge has none of its own) are relative symbolic links beside the collections,
+``root/<alias> -> <collection>``, replaced atomically (``rename(2)`` of a new link over the old
+one) by :meth:`EdgeBackend.set_alias`. Every call resolves the alias, so a searcher that keeps an
+``EdgeBackend`` open follows a swap made by another process on its next call, and releases its
+handle on the version the alias left (so the writer can delete that version later).
+
 Things to know about Edge (qdrant-edge-py 0.9):
 
 - It never builds HNSW on its own. Until :meth:`EdgeBackend.optimize` runs, every search is an
@@ -308,6 +314,7 @@ class EdgeBackend(StorageBackend):
         self.sync_writes = sync_writes
         self.max_search_threads = max_search_threads
         self._shards: dict[str, Any] = {}
+        self._followed: dict[str, str] = {}  # alias -> the collection it pointed at on its last use
         self._lock = threading.RLock()
         self._finalizer = weakref.finalize(self, _close_all, self._shards)
 
@@ -359,14 +366,18 @@ class EdgeBackend(StorageBackend):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        try:  # make the rename itself durable
-            dfd = os.open(file.parent, os.O_RDONLY)
+        EdgeBackend._fsync_dir(file.parent)  # make the rename itself durable
+
+    @staticmethod
+    def _fsync_dir(folder: Path) -> None:
+        try:
+            dfd = os.open(folder, os.O_RDONLY)
             try:
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
         except OSError:
-            log.debug("could not fsync folder %s", file.parent)
+            log.debug("could not fsync folder %s", folder)
 
     def _config(self, dim: int, *, m: int | None = None, ef_construct: int | None = None, frames_m: int = 0) -> Any:
         e = self._e
@@ -394,8 +405,23 @@ class EdgeBackend(StorageBackend):
             max_search_threads=self.max_search_threads,
         )
 
+    def _resolve(self, name: str) -> str:
+        """The collection an alias points at (``name`` itself when it is not an alias)."""
+        d = self._dir(name)
+        if not d.is_symlink():
+            return name
+        return Path(os.readlink(d)).name
+
     def _shard(self, name: str) -> Any:
         with self._lock:
+            alias, name = name, self._resolve(name)
+            if alias != name:
+                left = self._followed.get(alias)
+                if left is not None and left != name:
+                    # the alias moved (a rebuild swapped it): drop this handle on the old version,
+                    # which releases its lock once in-flight calls return, so it can be deleted
+                    self._shards.pop(left, None)
+                self._followed[alias] = name
             shard = self._shards.get(name)
             if shard is not None:
                 return shard
@@ -433,10 +459,16 @@ class EdgeBackend(StorageBackend):
             for n in targets:
                 self._shard(n).flush()
 
-    def close(self) -> None:
-        """Flush and close every open shard; the back end re-opens them on next use."""
+    def close(self, name: str | None = None) -> None:
+        """Flush and close every open shard (or only collection ``name``'s, releasing it to other
+        processes); the back end re-opens them on next use."""
         with self._lock:
-            _close_all(self._shards)
+            if name is None:
+                _close_all(self._shards)
+                return
+            real = self._resolve(name)
+            if real in self._shards:
+                _close_all({real: self._shards.pop(real)})
 
     def optimize(self, name: str) -> bool:
         """Run Edge's optimizers on a collection: build the HNSW index of the pooled vector, merge
@@ -463,6 +495,11 @@ class EdgeBackend(StorageBackend):
         """Delete a collection's folder. Returns False if it did not exist."""
         with self._lock:
             folder = self._dir(name)
+            if folder.is_symlink():
+                raise ConfigError(
+                    f"{name!r} is an alias of collection {self._resolve(name)!r}: delete the alias with "
+                    "delete_alias(), or delete the collection by its own name"
+                )
             shard = self._shards.pop(name, None)
             if shard is not None:
                 shard.close()
@@ -471,6 +508,64 @@ class EdgeBackend(StorageBackend):
             # metadata first: a half-deleted folder then reads as "no collection"
             (folder / METADATA_FILE).unlink(missing_ok=True)
             shutil.rmtree(folder)
+            for alias, target in self.aliases().items():  # like Qdrant: its aliases go with it
+                if target == name:
+                    self.delete_alias(alias)
+            return True
+
+    # ------------------------------------------------------------------ aliases
+
+    def list_collections(self) -> list[str]:
+        """Names of the collections under the root folder (aliases not included), sorted."""
+        return sorted(
+            p.name for p in self.path.iterdir() if not p.is_symlink() and (p / METADATA_FILE).is_file()
+        )
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias under the root folder: ``{alias: collection}``."""
+        return {p.name: Path(os.readlink(p)).name for p in self.path.iterdir() if p.is_symlink() and _NAME_RE.match(p.name)}
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        """Point ``alias`` at ``collection`` in one atomic step (created or swapped).
+
+        Readers using the alias see either the old or the new collection, never neither. A reader
+        in another process can only open the new collection once no other handle holds it: close
+        it here first (:meth:`close` with its name) when another process will search it.
+
+        Raises:
+            ConfigError: ``collection`` does not exist or is itself an alias, or ``alias`` is the
+                name of a collection.
+        """
+        with self._lock:
+            link, target = self._dir(alias), self._dir(collection)
+            if target.is_symlink() or not self.collection_exists(collection):
+                raise ConfigError(
+                    f"cannot point alias {alias!r} at {collection!r}: no collection of that name under {str(self.path)!r}"
+                )
+            if link.exists() and not link.is_symlink():
+                raise ConfigError(
+                    f"{alias!r} is a collection, not an alias: an alias cannot take its name (delete it or choose another name)"
+                )
+            tmp = self.path / f".{alias}.{os.getpid()}.{threading.get_ident()}.link"
+            tmp.unlink(missing_ok=True)
+            os.symlink(collection, tmp)  # relative: the root folder can be moved
+            try:
+                os.replace(tmp, link)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            self._fsync_dir(self.path)
+            log.info("Qdrant Edge alias %s -> %s", alias, collection)
+
+    def delete_alias(self, alias: str) -> bool:
+        """Remove an alias (never its collection). Returns False if there was no such alias."""
+        with self._lock:
+            link = self._dir(alias)
+            if not link.is_symlink():
+                return False
+            link.unlink()
+            self._followed.pop(alias, None)
+            self._fsync_dir(self.path)
             return True
 
     def _after_write(self, shard: Any) -> None:
@@ -487,6 +582,8 @@ class EdgeBackend(StorageBackend):
             raise ConfigError(f"dim must be an int >= 1, got {dim!r}")
         with self._lock:
             folder = self._dir(name)
+            if folder.is_symlink():
+                raise ConfigError(f"{name!r} is an alias (of {self._resolve(name)!r}): choose another collection name")
             if self.collection_exists(name):
                 raise ConfigError(f"collection {name!r} already exists under {str(self.path)!r}")
             shard_dir = folder / SHARD_DIR
@@ -577,8 +674,11 @@ class EdgeBackend(StorageBackend):
                 e.Prefetch(limit=q.limit, query=e.Query.Nearest(vec, using=VECTOR_POOLED), filter=flt, params=params)
             ]
             if n_frames:
+                # the frames graph needs a wider beam than the pooled one (StageOneQuery.frames_hnsw_ef)
+                f_ef = max(q.frames_hnsw_ef or 0, hnsw_ef or 0) or None
+                f_params = e.SearchParams(hnsw_ef=f_ef, exact=bool(q.exact)) if (f_ef or q.exact) else None
                 prefetches.append(
-                    e.Prefetch(limit=n_frames, query=e.Query.Nearest(vec[None, :], using=VECTOR_FRAMES), filter=flt, params=params)
+                    e.Prefetch(limit=n_frames, query=e.Query.Nearest(vec[None, :], using=VECTOR_FRAMES), filter=flt, params=f_params)
                 )
             return e.QueryRequest(
                 limit=q.limit,
