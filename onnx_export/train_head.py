@@ -15,9 +15,17 @@ Recipe (X-Pool, Gorti et al., CVPR 2022, with the CLIP towers frozen):
   (multi-positive InfoNCE: ``-log Σ_pos softmax``), so duplicate captions are not pushed apart.
   The logit scale is learnt in log space from ``logit_scale_init`` and clamped to <= 100 after every
   step, as CLIP does.
-- AdamW (weight decay on the linear weights only), linear warm-up then cosine decay; dropout 0.3 on
-  the residual linear branch as in the paper; the head starts at the paper's identity
-  initialisation, i.e. at the parameter-free text-conditioned pooling.
+- AdamW, linear warm-up then cosine decay; dropout 0.3 on the residual linear branch as in the
+  paper; the head starts at the paper's identity initialisation, i.e. at the parameter-free
+  text-conditioned pooling. Weight decay pulls toward that initialisation, not toward zero
+  (``weight_decay``): Adam moves every weight by about ``lr`` per step whatever the size of its
+  gradient, so with frozen towers and a few thousand videos most of the head random-walks away from
+  the identity head; on the synthetic world every run without a strong pull (``weight_decay`` of
+  order 100 at ``lr`` 1e-3) scored below the identity head on validation after ~50 steps.
+- Options measured on the synthetic world (``benchmarks/bench_quality.py``): a learnt scalar on the
+  attention logits (``learn_attention_scale``, folded into ``q_proj``), training only part of the
+  head (``trainable``), hard-negative batches (``hard_negatives``) and the weight of the
+  video-to-text loss term (``v2t_weight``).
 - Early stopping on a validation split of the *training* videos (R@1+R@5+R@10 of its captions
   against its videos, scored with the exact numpy head that will be deployed); the best step's
   weights are kept. Test data is never seen.
@@ -57,7 +65,7 @@ from torch import nn
 from vtr_qdrant.errors import ArtifactError, ConfigError, InvalidInputError
 from vtr_qdrant.evaluation import EvalCorpus, exhaustive_scores, towers_fingerprint
 from vtr_qdrant.synthetic import evaluate_retrieval
-from vtr_qdrant.xpool import XPoolHead
+from vtr_qdrant.xpool import XPOOL_PREFIX, XPoolHead
 
 if TYPE_CHECKING:
     from vtr_qdrant.bundle import ModelBundle
@@ -80,6 +88,20 @@ HEAD_FILE = "xpool.npz"
 ONNX_FILE = "xpool.onnx"
 REPORT_FILE = "train_report.json"
 
+#: ``HeadTrainConfig.trainable`` -> the head parameters (names under ``pool_frames.``) that learn.
+TRAINABLE: dict[str, tuple[str, ...]] = {
+    "all": (),  # every parameter
+    "attention": (
+        "cross_attn.q_proj.weight",
+        "cross_attn.q_proj.bias",
+        "cross_attn.k_proj.weight",
+        "cross_attn.k_proj.bias",
+        "layer_norm1.weight",
+        "layer_norm1.bias",
+    ),
+    "scale": ("-",),  # none of the head's own parameters
+}
+
 
 # ------------------------------------------------------------------------------------------ config
 
@@ -94,7 +116,27 @@ class HeadTrainConfig:
         batch_size: videos (and captions) per step.
         max_steps: optimisation steps at most.
         lr: peak AdamW learning rate.
-        weight_decay: AdamW weight decay on the linear weights (not biases, LayerNorms, scale).
+        weight_decay: decoupled weight decay *toward the identity initialisation* on every trainable
+            head parameter: after each step ``p -= lr_t * weight_decay * (p - p_init)``. Plain AdamW
+            decay would pull the identity-initialised linear layers toward zero, i.e. away from the
+            parameter-free pooling the head starts at; this pulls toward it (an L2 prior around the
+            identity head).
+        trainable: which head parameters learn: ``all`` (the paper), ``attention`` (q/k projections
+            and LN1 only: the attention pattern changes, the pooled values stay the identity head's)
+            or ``scale`` (nothing but the attention scale; needs ``learn_attention_scale``).
+        learn_attention_scale: learn one scalar ``s`` multiplying the attention logits (initialised
+            at 1). The identity head's attention sharpness is fixed by ``1/sqrt(d)`` and LN1; ``s``
+            lets training flatten it (toward mean pooling) or sharpen it. It is folded exactly into
+            ``q_proj`` (weight and bias times ``s``) in the deployed head, which keeps the official
+            layout.
+        hard_negatives: 0 (random batches) or a group size g >= 2: each batch is built from
+            ``batch_size / g`` random anchors, each followed by its g - 1 nearest training videos by
+            mean-frame cosine (found once before training). Random batches of a large corpus rarely
+            hold the near-duplicates (one scene changed, colours swapped) that decide the ranking.
+        v2t_weight: weight of the video-to-text InfoNCE term (1: the paper's symmetric loss; 0:
+            text-to-video only). With a text-conditioned pooling, the video-to-text term can also be
+            lowered by text-only factors (how strongly a caption scores against every video), which
+            do not change any text-to-video ranking.
         warmup_steps: linear warm-up before the cosine decay.
         logit_scale_init: initial logit scale (learnt; clamped to <= ``max_logit_scale``).
         max_logit_scale: CLIP's bound, 100.
@@ -111,6 +153,10 @@ class HeadTrainConfig:
     max_steps: int = 1500
     lr: float = 1e-3
     weight_decay: float = 0.01
+    trainable: str = "all"
+    learn_attention_scale: bool = False
+    hard_negatives: int = 0
+    v2t_weight: float = 1.0
     warmup_steps: int = 50
     logit_scale_init: float = 1.0 / 0.07
     max_logit_scale: float = 100.0
@@ -137,6 +183,14 @@ class HeadTrainConfig:
             problems.append("0 < logit_scale_init <= max_logit_scale <= 100")
         if not 0.0 < self.val_fraction < 1.0:
             problems.append("0 < val_fraction < 1")
+        if self.v2t_weight < 0:
+            problems.append("v2t_weight >= 0")
+        if self.hard_negatives < 0 or self.hard_negatives == 1 or self.hard_negatives > self.batch_size:
+            problems.append("hard_negatives 0 (off) or a group size in [2, batch_size]")
+        if self.trainable not in TRAINABLE:
+            problems.append(f"trainable in {sorted(TRAINABLE)} (got {self.trainable!r})")
+        elif self.trainable == "scale" and not self.learn_attention_scale:
+            problems.append("learn_attention_scale=True when trainable='scale' (nothing else would learn)")
         if problems:
             raise ConfigError("invalid head training config: need " + "; ".join(problems))
 
@@ -154,7 +208,8 @@ class HeadTrainResult:
         history: per evaluation: ``{"step", "loss", "logit_scale", "lr", "val": metrics}``.
         train_videos, val_videos: video counts of the split.
         seconds: wall time of training.
-        state_dict: the kept torch state dict (official key names, plus ``logit_scale``).
+        state_dict: the kept torch state dict (official key names, plus ``logit_scale``); a learnt
+            attention scale is folded into ``q_proj`` as in the deployed head.
     """
 
     head: XPoolHead
@@ -200,12 +255,22 @@ class _CrossAttention(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
 
     def forward(
-        self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor
+        self,
+        text: torch.Tensor,
+        frames: torch.Tensor,
+        mask: torch.Tensor,
+        attention_scale: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """text (T, D), frames (V, F, D), mask (V, F) bool -> ((V, T, D) attended, (V, H, T, F) weights)."""
+        """text (T, D), frames (V, F, D), mask (V, F) bool -> ((V, T, D) attended, (V, H, T, F) weights).
+
+        ``attention_scale`` (a scalar) multiplies the logits; it equals scaling ``q_proj``.
+        """
         t, (v, f, d) = text.shape[0], frames.shape
         h, hd = self.num_heads, self.head_dim
-        q = self.q_proj(text).reshape(t, h, hd).transpose(0, 1)  # (H, T, d)
+        q = self.q_proj(text)
+        if attention_scale is not None:
+            q = q * attention_scale
+        q = q.reshape(t, h, hd).transpose(0, 1)  # (H, T, d)
         k = self.k_proj(frames).reshape(v, f, h, hd).permute(0, 2, 1, 3)  # (V, H, F, d)
         val = self.v_proj(frames).reshape(v, f, h, hd).permute(0, 2, 1, 3)  # (V, H, F, d)
         logits = torch.einsum("htd,vhfd->vhtf", q, k) / math.sqrt(hd)
@@ -240,49 +305,101 @@ class XPoolModule(nn.Module):
                 lin.weight.copy_(torch.eye(dim))
                 lin.bias.zero_()
 
-    def forward(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        text: torch.Tensor,
+        frames: torch.Tensor,
+        mask: torch.Tensor,
+        attention_scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Pooled video embeddings per text.
 
         Args:
             text: (T, D) raw text embeddings.
             frames: (V, F, D) frame embeddings (masked rows may hold anything finite).
             mask: (V, F) bool, True where a frame exists (each video needs one).
+            attention_scale: optional scalar multiplying the attention logits (training only).
 
         Returns:
             (V, T, D) LN3 outputs (not normalised).
         """
-        attended, _ = self.cross_attn(self.layer_norm1(text), self.layer_norm1(frames), mask)
+        attended, _ = self.cross_attn(self.layer_norm1(text), self.layer_norm1(frames), mask, attention_scale)
         y = self.layer_norm2(attended)
         return self.layer_norm3(y + self.dropout(self.linear_proj(y)))
 
-    def similarity(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def similarity(
+        self,
+        text: torch.Tensor,
+        frames: torch.Tensor,
+        mask: torch.Tensor,
+        attention_scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """(T, V) cosine of each raw text embedding with its text-conditioned pooled video."""
-        pooled = self.forward(text, frames, mask)  # (V, T, D)
+        pooled = self.forward(text, frames, mask, attention_scale)  # (V, T, D)
         return torch.nn.functional.cosine_similarity(pooled, text[None, :, :], dim=-1, eps=1e-12).T
 
 
 class XPoolTrainModel(nn.Module):
-    """Head under ``pool_frames`` (the official prefix) plus a learnt log logit scale."""
+    """Head under ``pool_frames`` (the official prefix), a learnt log logit scale and, optionally, a
+    learnt log attention scale (``attention_log_scale``, folded into ``q_proj`` by :meth:`head_state_dict`).
+    """
 
     def __init__(
-        self, dim: int, num_heads: int = 1, dropout: float = 0.3, logit_scale_init: float = 1 / 0.07
+        self,
+        dim: int,
+        num_heads: int = 1,
+        dropout: float = 0.3,
+        logit_scale_init: float = 1 / 0.07,
+        learn_attention_scale: bool = False,
     ) -> None:
         super().__init__()
         self.pool_frames = XPoolModule(dim, num_heads, dropout)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init), dtype=torch.float32))
+        self.attention_log_scale: nn.Parameter | None = (
+            nn.Parameter(torch.zeros((), dtype=torch.float32)) if learn_attention_scale else None
+        )
+
+    def attention_scale(self) -> torch.Tensor | None:
+        """The factor on the attention logits (None when not learnt)."""
+        return None if self.attention_log_scale is None else self.attention_log_scale.exp()
+
+    def similarity(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(T, V) cosine scores of the head with the learnt attention scale."""
+        return self.pool_frames.similarity(text, frames, mask, self.attention_scale())
+
+    @staticmethod
+    def head_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Official-layout head weights from a model state dict: the attention scale folded into q_proj.
+
+        ``s * (W t + b) = (s W) t + s b``, so scaling ``q_proj`` is exactly scaling the logits.
+        """
+        out = {k: v.detach().clone() for k, v in state.items() if k.startswith(XPOOL_PREFIX)}
+        if "attention_log_scale" in state:
+            s = state["attention_log_scale"].detach().exp()
+            for n in ("weight", "bias"):
+                key = f"{XPOOL_PREFIX}cross_attn.q_proj.{n}"
+                out[key] = out[key] * s
+        return out
 
     def to_numpy_head(self) -> XPoolHead:
         """The head's current weights as the deployed numpy :class:`XPoolHead`."""
-        return XPoolHead.from_state_dict(self.state_dict(), num_heads=self.pool_frames.cross_attn.num_heads)
+        return XPoolHead.from_state_dict(
+            self.head_state_dict(self.state_dict()), num_heads=self.pool_frames.cross_attn.num_heads
+        )
 
 
-def _multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-    """Symmetric multi-positive InfoNCE over a (T, V) logit matrix with a (T, V) bool positive mask."""
+def _multi_positive_nce(
+    logits: torch.Tensor, positive: torch.Tensor, v2t_weight: float = 1.0
+) -> torch.Tensor:
+    """Multi-positive InfoNCE over a (T, V) logit matrix with a (T, V) bool positive mask:
+    ``(t2v + v2t_weight * v2t) / (1 + v2t_weight)`` (symmetric at weight 1)."""
     neg_inf = torch.finfo(logits.dtype).min
     pos = logits.masked_fill(~positive, neg_inf)
     t2v = torch.logsumexp(logits, dim=1) - torch.logsumexp(pos, dim=1)
+    if not v2t_weight:
+        return t2v.mean()
     v2t = torch.logsumexp(logits, dim=0) - torch.logsumexp(pos, dim=0)
-    return 0.5 * (t2v.mean() + v2t.mean())
+    return (t2v.mean() + v2t_weight * v2t.mean()) / (1.0 + v2t_weight)
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -296,6 +413,48 @@ def _split(n_videos: int, fraction: float, rng: np.random.Generator) -> tuple[np
     perm = rng.permutation(n_videos)
     n_val = min(n_videos - 2, max(2, round(fraction * n_videos)))
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _neighbours(
+    frames: np.ndarray, mask: np.ndarray, videos: np.ndarray, group: int
+) -> dict[int, np.ndarray]:
+    """Each training video's ``4 * group`` nearest training videos by mean-frame cosine (hard negatives)."""
+    m = mask[videos][..., None]
+    mean = (frames[videos] * m).sum(axis=1) / m.sum(axis=1)
+    mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+    k = min(4 * group, len(videos) - 1)
+    out: dict[int, np.ndarray] = {}
+    for lo in range(0, len(videos), 1024):
+        sims = mean[lo : lo + 1024] @ mean.T
+        sims[np.arange(len(sims)), lo + np.arange(len(sims))] = -np.inf
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1), axis=1)
+        for i, row in enumerate(top):
+            out[int(videos[lo + i])] = videos[row]
+    return out
+
+
+def _hard_batch(
+    order: np.ndarray, start: int, batch: int, group: int, neighbours: dict[int, np.ndarray]
+) -> tuple[np.ndarray, int]:
+    """``batch`` distinct videos: anchors taken from ``order[start:]`` (wrapping), each followed by its
+    nearest not yet chosen neighbours up to ``group`` videos. Returns (videos, next start)."""
+    chosen: dict[int, None] = {}
+    i = start
+    while len(chosen) < batch:
+        anchor = int(order[i % len(order)])
+        i += 1
+        if anchor in chosen:
+            continue
+        chosen[anchor] = None
+        added = 1
+        for nb in neighbours[anchor].tolist():
+            if added >= group or len(chosen) >= batch:
+                break
+            if nb not in chosen:
+                chosen[nb] = None
+                added += 1
+    return np.fromiter(chosen, dtype=np.int64, count=len(chosen)), i
 
 
 def _val_metrics(
@@ -383,13 +542,18 @@ def train_head(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    model = XPoolTrainModel(dim, cfg.num_heads, cfg.dropout, cfg.logit_scale_init)
-    decay = [p for n, p in model.named_parameters() if n.endswith("proj.weight")]
-    rest = [p for n, p in model.named_parameters() if not n.endswith("proj.weight")]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-        lr=cfg.lr,
+    model = XPoolTrainModel(dim, cfg.num_heads, cfg.dropout, cfg.logit_scale_init, cfg.learn_attention_scale)
+    allowed = TRAINABLE[cfg.trainable]
+    head_params: list[tuple[nn.Parameter, torch.Tensor]] = []  # (parameter, its initial value)
+    for n, p in model.pool_frames.named_parameters():
+        if allowed and n not in allowed:
+            p.requires_grad_(False)
+        else:
+            head_params.append((p, p.detach().clone()))
+    extra = [model.logit_scale] + (
+        [model.attention_log_scale] if model.attention_log_scale is not None else []
     )
+    opt = torch.optim.AdamW([p for p, _ in head_params] + extra, lr=cfg.lr, weight_decay=0.0)
 
     def lr_factor(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -418,26 +582,36 @@ def train_head(
     ]
     log.info("identity head: val %s", _fmt(val_identity))
     order = rng.permutation(train_v)
+    neighbours = _neighbours(frames, mask, train_v, cfg.hard_negatives) if cfg.hard_negatives > 1 else None
     cursor, stale, losses = 0, 0, []
     for step in range(1, cfg.max_steps + 1):
-        if cursor + batch > len(order):
-            order, cursor = rng.permutation(train_v), 0
-        vids = order[cursor : cursor + batch]
-        cursor += batch
+        if neighbours is not None:
+            if cursor >= len(order):
+                order, cursor = rng.permutation(train_v), 0
+            vids, cursor = _hard_batch(order, cursor, batch, cfg.hard_negatives, neighbours)
+        else:
+            if cursor + batch > len(order):
+                order, cursor = rng.permutation(train_v), 0
+            vids = order[cursor : cursor + batch]
+            cursor += batch
         caps = np.array([video_caps[v][int(rng.integers(len(video_caps[v])))] for v in vids], dtype=np.int64)
         positive = torch.from_numpy(
             np.array([[int(groups[c]) in video_groups[v] for v in vids] for c in caps], dtype=bool)
         )
         model.train()
         vids_t, caps_t = torch.from_numpy(vids), torch.from_numpy(caps)
-        sims = model.pool_frames.similarity(text_t[caps_t], frames_t[vids_t], mask_t[vids_t])
-        loss = _multi_positive_nce(model.logit_scale.exp() * sims, positive)
+        sims = model.similarity(text_t[caps_t], frames_t[vids_t], mask_t[vids_t])
+        loss = _multi_positive_nce(model.logit_scale.exp() * sims, positive, cfg.v2t_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        lr_now = float(sched.get_last_lr()[0])
         opt.step()
         sched.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0.0, max_log_scale)
+            if cfg.weight_decay:
+                for p, p0 in head_params:  # decoupled decay toward the identity initialisation
+                    p.sub_(lr_now * cfg.weight_decay * (p - p0))
         losses.append(float(loss.detach()))
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             model.eval()
@@ -446,6 +620,7 @@ def train_head(
                 "step": step,
                 "loss": float(np.mean(losses)),
                 "logit_scale": float(model.logit_scale.detach().exp()),
+                "attention_scale": _scalar(model.attention_scale()),
                 "lr": float(sched.get_last_lr()[0]),
                 "val": val,
             }
@@ -479,8 +654,12 @@ def train_head(
         train_videos=len(train_v),
         val_videos=len(val_v),
         seconds=time.perf_counter() - t0,
-        state_dict=best[2],
+        state_dict={**XPoolTrainModel.head_state_dict(best[2]), "logit_scale": best[2]["logit_scale"]},
     )
+
+
+def _scalar(x: torch.Tensor | None) -> float | None:
+    return None if x is None else float(x.detach())
 
 
 def _fmt(m: dict[str, float]) -> str:

@@ -196,3 +196,98 @@ def test_onnx_export_multihead(tmp_path: Path) -> None:
     }
     head = XPoolHead(params, num_heads=2)
     assert export_head_onnx(head, tmp_path / "h.onnx").is_file()
+
+
+def test_attention_scale_is_folded_into_q_proj_exactly() -> None:
+    rng = np.random.default_rng(5)
+    model = XPoolTrainModel(DIM, num_heads=2, dropout=0.0, learn_attention_scale=True).double()
+    with torch.no_grad():
+        for p in model.pool_frames.parameters():
+            p.add_(torch.from_numpy(rng.standard_normal(tuple(p.shape)) * 0.2))
+        model.attention_log_scale.fill_(-1.3)  # type: ignore[union-attr]
+    model.eval()
+    text, frames = rng.standard_normal((4, DIM)), rng.standard_normal((5, 6, DIM))
+    mask = np.ones((5, 6), bool)
+    mask[1, 2:] = False
+    with torch.no_grad():
+        want = model.similarity(
+            torch.from_numpy(text), torch.from_numpy(frames), torch.from_numpy(mask)
+        ).numpy()
+        plain = model.pool_frames.similarity(
+            torch.from_numpy(text), torch.from_numpy(frames), torch.from_numpy(mask)
+        ).numpy()
+    head = model.to_numpy_head()
+    np.testing.assert_allclose(head.similarity(text, frames, mask), want, rtol=0, atol=1e-10)
+    assert np.abs(plain - want).max() > 1e-3  # the scale changes the scores, so the test can fail
+    assert set(XPoolTrainModel.head_state_dict(model.state_dict())) == {
+        XPOOL_PREFIX + k for k in XPOOL_PARAMETER_NAMES
+    }
+
+
+def test_trainable_subsets_and_decay_toward_identity() -> None:
+    text, owner, fr, groups = scene_task(0, n_videos=40)
+    base = {**CFG.__dict__, "max_steps": 20, "eval_every": 10}
+    identity = XPoolHead.identity(DIM).state_dict("")
+    frozen = [
+        k
+        for k in XPOOL_PARAMETER_NAMES
+        if k.startswith(("cross_attn.v_", "cross_attn.out", "linear", "layer_norm2", "layer_norm3"))
+    ]
+
+    def moved(result, keys):
+        sd = result.state_dict
+        return {k: float((sd[XPOOL_PREFIX + k].double().numpy() - identity[k]).__abs__().max()) for k in keys}
+
+    att = train_head(
+        text, owner, fr, config=HeadTrainConfig(**{**base, "trainable": "attention"}), caption_groups=groups
+    )
+    assert max(moved(att, frozen).values()) == 0.0
+    assert moved(att, ["cross_attn.q_proj.weight"])["cross_attn.q_proj.weight"] > 1e-3
+    sc = train_head(
+        text,
+        owner,
+        fr,
+        config=HeadTrainConfig(**{**base, "trainable": "scale", "learn_attention_scale": True}),
+        caption_groups=groups,
+    )
+    q = sc.state_dict[XPOOL_PREFIX + "cross_attn.q_proj.weight"].double().numpy()
+    # the kept head is a pure rescaling of the identity q_proj, and the scale did learn
+    assert np.allclose(np.diag(q), q[0, 0]) and np.count_nonzero(q - np.diag(np.diag(q))) == 0
+    assert abs(sc.history[-1]["attention_scale"] - 1.0) > 1e-3
+    assert max(moved(sc, [k for k in XPOOL_PARAMETER_NAMES if "q_proj" not in k]).values()) == 0.0
+    # a strong decay toward the initialisation keeps every weight at identity (decay to 0 would not)
+    held = train_head(
+        text,
+        owner,
+        fr,
+        config=HeadTrainConfig(**{**base, "weight_decay": 1.0 / CFG.lr, "warmup_steps": 0}),
+        caption_groups=groups,
+    )
+    assert max(moved(held, XPOOL_PARAMETER_NAMES).values()) < 1e-2
+    with pytest.raises(ConfigError, match="trainable"):
+        HeadTrainConfig(trainable="q").check()
+    with pytest.raises(ConfigError, match="learn_attention_scale"):
+        HeadTrainConfig(trainable="scale").check()
+
+
+def test_hard_negative_batches_and_loss_options() -> None:
+    from onnx_export.train_head import _hard_batch, _neighbours
+
+    text, owner, fr, groups = scene_task(0, n_videos=40)
+    videos = np.arange(2, 40)
+    nb = _neighbours(fr, np.ones(fr.shape[:2], bool), videos, 4)
+    mean = fr.mean(axis=1)
+    mean /= np.linalg.norm(mean, axis=1, keepdims=True)
+    sims = mean @ mean.T
+    for v in (2, 17, 39):
+        others = [u for u in videos if u != v]
+        assert nb[v][0] == max(others, key=lambda u: sims[v, u])  # nearest first, never itself
+        assert set(nb[v]) <= set(videos.tolist()) and v not in nb[v]
+    batch, nxt = _hard_batch(videos, 0, 16, 4, nb)
+    assert len(batch) == len(set(batch.tolist())) == 16 and nxt <= 16
+    assert nb[int(videos[0])][0] in batch  # the first anchor brought its nearest neighbour
+    cfg = HeadTrainConfig(**{**CFG.__dict__, "max_steps": 10, "hard_negatives": 4, "v2t_weight": 0.0})
+    assert train_head(text, owner, fr, config=cfg, caption_groups=groups).history[-1]["loss"] > 0
+    for bad in ({"hard_negatives": 1}, {"hard_negatives": 999}, {"v2t_weight": -1.0}):
+        with pytest.raises(ConfigError):
+            HeadTrainConfig(**bad).check()  # type: ignore[arg-type]

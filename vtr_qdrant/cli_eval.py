@@ -98,7 +98,9 @@ _TRAIN_FLAGS: list[tuple[str, type, str]] = [
     ("batch_size", int, "videos per step (64)"),
     ("max_steps", int, "maximum optimisation steps (1500)"),
     ("lr", float, "peak AdamW learning rate (1e-3)"),
-    ("weight_decay", float, "AdamW weight decay on linear weights (0.01)"),
+    ("weight_decay", float, "decoupled weight decay toward the identity initialisation (0.01)"),
+    ("trainable", str, "parameters that learn: all, attention (q/k + LN1) or scale (all)"),
+    ("learn_attention_scale", bool, "learn a scalar on the attention logits, folded into q_proj (off)"),
     ("warmup_steps", int, "linear warm-up steps before the cosine decay (50)"),
     ("val_fraction", float, "share of the videos held out for early stopping (0.1)"),
     ("eval_every", int, "steps between validation evaluations (50)"),
@@ -168,5 +170,10 @@ def add_train_head(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     g = p.add_argument_group("training (defaults: onnx_export.train_head.HeadTrainConfig)")
     for field, kind, text in _TRAIN_FLAGS:
-        g.add_argument(f"--{field.replace('_', '-')}", dest=field, type=kind, default=None, help=text)
+        if kind is bool:
+            g.add_argument(
+                f"--{field.replace('_', '-')}", dest=field, action="store_true", default=None, help=text
+            )
+        else:
+            g.add_argument(f"--{field.replace('_', '-')}", dest=field, type=kind, default=None, help=text)
     p.set_defaults(func=_cmd_train_head)
