@@ -44,6 +44,10 @@ class Candidate:
     frames: np.ndarray | None = None
 
 
+#: Default HNSW beam width of the hybrid stage 1's frames-MaxSim prefetch (see StageOneQuery).
+FRAMES_HNSW_EF = 2048
+
+
 @dataclass(frozen=True)
 class StageOneQuery:
     """Parameters of one stage-1 query.
@@ -64,6 +68,12 @@ class StageOneQuery:
             the prefetched union by MaxSim instead (and may drop pooled-only points).
         with_frames: return the candidates' frame matrices.
         hnsw_ef: HNSW beam width for the pooled search (None: server default).
+        frames_hnsw_ef: HNSW beam width of the hybrid frames-MaxSim prefetch (the larger of this and
+            ``hnsw_ef`` is used). The ``frames`` graph is built with multivector-to-multivector
+            MaxSim (whole-video likeness) but searched with one query vector (one moment), so its
+            neighbourhoods fit the query badly and it needs a wide beam: on 10k videos x 12 frames
+            x 512-d, Qdrant Edge's MaxSim top-50 recall vs exact was 0.91 at 512 and 0.99 at 2048
+            (``benchmarks/bench_recall.py --edge``).
         exact: brute-force the pooled search (small collections, or to measure ANN recall).
         score_threshold: drop candidates scoring below this.
     """
@@ -76,8 +86,14 @@ class StageOneQuery:
     hybrid: bool = False
     with_frames: bool = True
     hnsw_ef: int | None = None
+    frames_hnsw_ef: int | None = FRAMES_HNSW_EF
     exact: bool = False
     score_threshold: float | None = None
+
+    def frames_params_ef(self) -> int | None:
+        """The beam width for the frames prefetch: max(frames_hnsw_ef, hnsw_ef), None if neither is set."""
+        given = [x for x in (self.frames_hnsw_ef, self.hnsw_ef) if x]
+        return max(given) if given else None
 
 
 class StorageBackend(ABC):
@@ -222,7 +238,9 @@ class QdrantClientBackend(StorageBackend):
             n_frames = q.limit // 2
             prefetch = [models.Prefetch(query=vec, using=VECTOR_POOLED, filter=q.query_filter, limit=q.limit, params=params)]
             if n_frames:
-                prefetch.append(models.Prefetch(query=[vec], using=VECTOR_FRAMES, filter=q.query_filter, limit=n_frames, params=params))
+                f_ef = q.frames_params_ef()
+                f_params = models.SearchParams(hnsw_ef=f_ef, exact=q.exact) if (f_ef or q.exact) else None
+                prefetch.append(models.Prefetch(query=[vec], using=VECTOR_FRAMES, filter=q.query_filter, limit=n_frames, params=f_params))
             main: Any = models.FusionQuery(fusion=models.Fusion.RRF)
             return models.QueryRequest(
                 prefetch=prefetch,
