@@ -33,7 +33,7 @@ from vtr_qdrant.storage import QdrantClientBackend, StorageBackend
 
 from .config import JobConfig
 from .decode import DecodeParams, decode_row
-from .encode import FrameEncodeActor
+from .encode import FrameEncodeActor, bundle_stamp
 from .incremental import Target, drop_old_versions, prune, resolve_target, split_unchanged, swap_alias
 from .report import JobReport, write_failures, write_report
 from .sink import QdrantDatasink, ServerClientFactory, WriteStats, failures_of, write_from_driver
@@ -77,8 +77,14 @@ def ensure_ray(cfg: JobConfig) -> bool:
     return True
 
 
-def build_dataset(cfg: JobConfig, sources: list[VideoSource], params: DecodeParams, fingerprint: str) -> Any:
-    """The lazy Ray dataset: sources -> decoded frames -> frame embeddings (one row per video)."""
+def build_dataset(
+    cfg: JobConfig, sources: list[VideoSource], params: DecodeParams, fingerprint: str, *, bundle_path: str | None = None
+) -> Any:
+    """The lazy Ray dataset: sources -> decoded frames -> frame embeddings (one row per video).
+
+    ``bundle_path``: the folder of the bundle the driver verified; encode actors on the driver's
+    node skip re-hashing it when its files are unchanged (:func:`ray_jobs.encode.bundle_stamp`).
+    """
     import ray
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
@@ -100,6 +106,7 @@ def build_dataset(cfg: JobConfig, sources: list[VideoSource], params: DecodePara
             "batch_frames": enc.batch_frames,
             "intra_op_threads": enc.intra_op_threads,
             "expected_fingerprint": fingerprint,
+            "verified": bundle_stamp(bundle_path, ray.get_runtime_context().get_node_id()) if bundle_path else None,
         },
         batch_size=enc.batch_videos,
         batch_format="numpy",
@@ -203,7 +210,7 @@ def run_job(
                     staging_dir=cfg.decode.staging_dir,
                 )
                 t = time.perf_counter()
-                ds = build_dataset(cfg, todo, params, bundle.fingerprint)
+                ds = build_dataset(cfg, todo, params, bundle.fingerprint, bundle_path=str(bundle.path))
                 if sink_mode:
                     mode = "sink"
                     assert factory is not None

@@ -331,3 +331,22 @@ def test_cli_ingest_keeps_job_config_over_parser_defaults(tmp_path: Path, monkey
     cfg = seen["cfg"]
     assert cfg.qdrant.url == "http://q:6333" and cfg.force and cfg.decode.timeout == 30  # the file wins over defaults
     assert cfg.sources == ["/b"] and cfg.collection == "c2"  # given flags win over the file
+
+
+def test_encode_actor_rehashes_a_bundle_unless_the_driver_verified_these_files(test_bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from ray_jobs.encode import FrameEncodeActor, bundle_stamp
+    from vtr_qdrant.errors import ArtifactError
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(test_bundle.path, copy)
+    stamp = bundle_stamp(copy, "node-a")
+    assert stamp == bundle_stamp(copy, "node-a") and set(stamp["files"]) >= {"manifest.json", "visual.onnx"}
+    FrameEncodeActor(f"local-dir:{copy}", verified=stamp)  # outside Ray: verified, and fine
+    data = bytearray((copy / "visual.onnx").read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes
+    (copy / "visual.onnx").write_bytes(bytes(data))
+    assert bundle_stamp(copy, "node-a") != stamp  # a rewritten file changes the stamp (mtime, maybe inode)
+    with pytest.raises(ArtifactError, match="visual.onnx.*corrupt"):
+        FrameEncodeActor(f"local-dir:{copy}", verified=bundle_stamp(copy, "node-a"))  # not the driver's node: hashed
