@@ -41,7 +41,7 @@ import numpy as np
 
 from . import ffmpeg_bin
 from ._optional import require
-from .errors import ConfigError, UnsafeInputError, VideoDecodeError
+from .errors import ConfigError, MissingDependencyError, UnsafeInputError, VideoDecodeError
 from .ffmpeg_bin import resolve_ffmpeg
 
 __all__ = [
@@ -53,11 +53,15 @@ __all__ = [
     "sample_frames",
     "segment_windows",
     "SAMPLING_MODES",
+    "ENGINES",
+    "clip_geometry",
+    "pyav_available",
 ]
 
 logger = logging.getLogger(__name__)
 
 SAMPLING_MODES = ("exact", "fast")
+ENGINES = ("auto", "pyav", "ffmpeg")
 # At most this many seek runs (= ffmpeg inputs, each opening the file) in one process.
 MAX_INPUTS_PER_PROCESS = 16
 # Cost of a new run in frames-worth of decoding (opening the file again and priming the decoder).
@@ -302,6 +306,15 @@ def _probe(text: str, url: str, scheme: str, ffbin: str, deadline: float, allow_
     if not header.has_video:
         raise VideoDecodeError(text, "the file has no video stream", reason="no_video_stream")
     times, keys, end = _parse_framecrc(out.decode("ascii", "replace"))
+    return _make_info(text, header, times, keys, end)
+
+
+def _make_info(text: str, header: ffmpeg_bin.StreamHeader, times: np.ndarray, keys: np.ndarray,
+               end: float | None) -> VideoInfo:
+    """Build the :class:`VideoInfo` from a header and the packet timeline (absolute seconds).
+
+    Shared by both engines, so that they compute the same duration and choose the same frames.
+    """
     if times.size == 0:
         raise VideoDecodeError(text, "the video stream has no frames (zero duration)", reason="no_frames")
     start = header.start_time
@@ -340,15 +353,19 @@ _IMAGE_FORMATS = ("image2", "image2pipe", "apng", "webp", "svg", "tiff", "bmp")
 
 def _raise_for_format(ffbin: str, url: str, text: str, deadline: float) -> None:
     name = ffmpeg_bin.detected_format(ffbin, url, uri=text, deadline=deadline) or "unknown"
+    raise _format_refused(text, name)
+
+
+def _format_refused(text: str, name: str) -> VideoDecodeError:
+    """The error for a file whose detected demuxer ``name`` is not on the allowed list."""
     if name in ffmpeg_bin.PLAYLIST_DEMUXERS:
-        raise UnsafeInputError(
+        return UnsafeInputError(
             text, f"ffmpeg detects a {name} playlist, which opens other files; refused. Pass "
             f"allow_playlists=True only for trusted playlists", reason="playlist")
     if name.endswith("_pipe") or name in _IMAGE_FORMATS:
-        raise VideoDecodeError(text, f"the file is a still image ({name}), not a video",
-                               reason="not_a_video")
-    raise UnsafeInputError(text, f"the container format {name!r} is not on the allowed list",
-                           reason="format_not_allowed")
+        return VideoDecodeError(text, f"the file is a still image ({name}), not a video", reason="not_a_video")
+    return UnsafeInputError(text, f"the container format {name!r} is not on the allowed list",
+                            reason="format_not_allowed")
 
 
 _NOPTS = -(2**63)
@@ -410,8 +427,9 @@ def sample_frames(
     ffmpeg: str | None = None,
     max_frames: int | None = None,
     allowed_schemes: Collection[str] = ("file",),
+    engine: str = "auto",
 ) -> SampledFrames:
-    """Sample frames from a video with ffmpeg, resized for CLIP.
+    """Sample frames from a video with FFmpeg, resized for CLIP.
 
     Exactly one of ``num_frames`` / ``fps``:
 
@@ -437,6 +455,15 @@ def sample_frames(
         max_frames: Refuse (``reason="too_many_frames"``) a sampling that would exceed this
             many frames, to bound memory on very long inputs.
         allowed_schemes: URL schemes accepted; local files only by default.
+        engine: Which FFmpeg drives the decoding; both return the same frames and timestamps.
+            ``"pyav"``: FFmpeg's libraries in-process through PyAV (the ``av`` package), inside a
+            long-lived worker subprocess that is killed on timeout — one open file per video,
+            frame-threaded decoding, seeks only past more than ~one GOP, non-reference frames
+            skipped on the way to a target (H.264/HEVC), only returned frames converted; local
+            files only, no playlists. ``"ffmpeg"``: the ``ffmpeg`` binary run by ffmpeg-python
+            (two processes per video; any allowed scheme; playlists when allowed).
+            ``"auto"`` (default): ``"pyav"`` when ``av`` is installed, the source is a local file,
+            ``allow_playlists`` is off and no ``ffmpeg`` binary was named; ``"ffmpeg"`` otherwise.
 
     Returns:
         :class:`SampledFrames` with ``images`` ``(F, size, size, 3)`` uint8 RGB and
@@ -449,8 +476,25 @@ def sample_frames(
         DecodeTimeoutError: Decoding took longer than ``timeout``.
     """
     _validate_args(num_frames, fps, size, mode, max_frames)
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {ENGINES}, got {engine!r}")
     text, url, scheme = _source(uri, allowed_schemes, allow_playlists)
     deadline = time.monotonic() + _check_timeout(timeout)
+    if engine == "pyav" and (scheme != "file" or allow_playlists):
+        raise ConfigError(
+            f"engine='pyav' decodes local files only and never opens playlists (got scheme {scheme!r}, "
+            f"allow_playlists={allow_playlists}); use engine='ffmpeg' or engine='auto'")
+    if engine == "pyav" or (engine == "auto" and scheme == "file" and not allow_playlists and ffmpeg is None
+                            and pyav_available()):
+        from . import _pyav_pool
+
+        try:
+            return _pyav_pool.sample(text=text, url=url, num_frames=num_frames, fps=fps, size=size, mode=mode,
+                                     max_frames=max_frames, deadline=deadline)
+        except MissingDependencyError:
+            if engine == "pyav":
+                raise
+            logger.warning("PyAV is installed but unusable; decoding %s with the ffmpeg binary", text)
     ffbin = resolve_ffmpeg(ffmpeg)
     info = _probe(text, url, scheme, ffbin, deadline, allow_playlists)
     targets, window = _target_times(info, num_frames, fps)
@@ -477,6 +521,19 @@ def sample_frames(
         mode=mode,
         keyframe_hits=len(keyframe_hits),
     )
+
+
+_pyav_found: bool | None = None
+
+
+def pyav_available() -> bool:
+    """Whether the ``av`` package (PyAV) is installed; looked up once, without importing it."""
+    global _pyav_found
+    if _pyav_found is None:
+        import importlib.util
+
+        _pyav_found = importlib.util.find_spec("av") is not None
+    return _pyav_found
 
 
 def _validate_args(num_frames: int | None, fps: float | None, size: int, mode: str,
@@ -583,8 +640,18 @@ def _plan_runs(info: VideoInfo, chosen: Sequence[int], keyframe_hits: set[int],
 
 def _clip_geometry(info: VideoInfo, size: int) -> tuple[int, int, int, int]:
     """Resize (w, h) and crop offsets (x, y) matching CLIP: short side -> size, centre crop."""
-    disp_w = max(1, round(info.width * (info.sar if info.rotation in (0, 180) else 1.0)))
-    disp_h = max(1, round(info.height * (1.0 if info.rotation in (0, 180) else 1.0 / info.sar)))
+    return clip_geometry(info.width, info.height, info.sar, info.rotation, size)
+
+
+def clip_geometry(width: int, height: int, sar: float, rotation: int, size: int) -> tuple[int, int, int, int]:
+    """CLIP-style resize of an upright ``width`` x ``height`` picture: ``(w, h, x, y)``.
+
+    The picture is scaled to ``w`` x ``h`` (display aspect, short side = ``size``), then the
+    ``size`` x ``size`` crop at offset ``(x, y)`` is kept. ``sar`` is the stored pixel aspect and
+    ``rotation`` the display rotation (0/90/180/270) already applied to ``width``/``height``.
+    """
+    disp_w = max(1, round(width * (sar if rotation in (0, 180) else 1.0)))
+    disp_h = max(1, round(height * (1.0 if rotation in (0, 180) else 1.0 / sar)))
     if disp_w <= disp_h:
         w, h = size, max(size, int(size * disp_h / disp_w))
     else:
