@@ -18,10 +18,14 @@ while stage 2 (text-conditioned) scores the video by the matching frames.
 - ``pooled+MaxSim``: a frame-aware stage 1 (the best K/2 videos by MaxSim, i.e. their best frame's
   cosine, as HNSW on the ``frames`` multivector would give, plus the best of the pooled ranking up
   to K), exact in numpy.
-- ``--edge``: the same with real Qdrant Edge HNSW (``EdgeBackend`` after ``optimize``,
-  hnsw_ef=max(512, K) by default) on the first ``--edge-videos`` videos, timing the full production
-  ``VideoCollection.search`` (stage 1 + frames fetch + stage 2). Recall there is relative to the
-  exhaustive top-10 over the same videos.
+- ``--edge``: real Qdrant Edge HNSW on the first ``--edge-videos`` videos through the production
+  path (``VideoCollection.search``: stage 1 + frames + stage 2), one collection built as in
+  production (``index_frames=True``: HNSW on the pooled vector and on the ``frames`` multivector),
+  searched with the default hybrid stage 1 (RRF of a frames-MaxSim prefetch of K//2 and a pooled
+  prefetch of K) and with pooled-only stage 1; hnsw_ef=max(512, K) for the pooled search, the
+  frames prefetch at ``StageOneQuery.frames_hnsw_ef`` (swept with ``--edge-frames-efs``). Recall
+  is relative to the exhaustive top-10 over the same videos, printed beside the numpy simulation
+  of the same stage 1 on those videos.
 
 Memory stays bounded: frames are generated and stored as float32 (2.4 GB at 100k x 12 x 512), and
 the exhaustive pass never forms a (Q, V, F, D) tensor. Prints the curve, writes
@@ -163,20 +167,42 @@ def stage_latencies(
     return out
 
 
+EDGE_VARIANTS = {"hybrid": True, "pooled": False}
+
+
 def edge_curve(
-    frames: np.ndarray, queries: np.ndarray, exhaustive: np.ndarray, agg: Aggregator, ks: list[int], ef: int
+    frames: np.ndarray,
+    queries: np.ndarray,
+    exhaustive: dict[str, np.ndarray],
+    aggs: dict[str, Aggregator],
+    ks: list[int],
+    ef: int,
+    variants: list[str],
+    latency_repeats: int = 7,
+    frames_efs: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Real Qdrant Edge HNSW stage 1 on ``frames``; recall vs ``exhaustive`` (Q, n) and search latency."""
+    """Real Qdrant Edge HNSW through the production ``VideoCollection.search``, per stage-1 variant.
+
+    One collection is built the production way (``index_frames=True``: HNSW on the pooled vector and
+    on the ``frames`` multivector) and searched with ``hybrid=True`` (the default stage 1: RRF of a
+    frames-MaxSim prefetch of K//2 and a pooled prefetch of K) and ``hybrid=False`` (pooled-only
+    stage 1; its pooled HNSW graph is built with the same settings as in a collection without
+    ``index_frames``). recall@10 = overlap of the returned top-10 with ``exhaustive[agg]`` (Q, n)
+    top-10; ``search_ms`` = median of one full ``search`` (stage 1 + frames + stage 2);
+    ``stage1_ceiling`` = share of the exhaustive top-10 among the K stage-1 candidates.
+    ``frames_efs``: also sweep the hybrid's frames-prefetch beam width (``frames_hnsw_ef``) at K=50/100.
+    """
     from vtr_qdrant.collection import EmbeddedVideo, VideoCollection
     from vtr_qdrant.edge import EdgeBackend
     from vtr_qdrant.storage import StageOneQuery
 
     n, f, d = frames.shape
     ts = np.arange(f, dtype=np.float64)
-    res: dict[str, Any] = {"videos": n, "hnsw_ef_min": ef, "curve": {}}
+    res: dict[str, Any] = {"videos": n, "hnsw_ef_min": ef, "curves": {}}
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as root:
         backend = EdgeBackend(root, hnsw_ef=ef)
-        vc = VideoCollection(backend, "recall", dim=d, aggregation=agg)
+        first = next(iter(aggs.values()))
+        vc = VideoCollection(backend, "recall", dim=d, aggregation=first, index_frames=True)
         t0 = time.perf_counter()
         for lo in range(0, n, 500):
             vc.upsert_embeddings_batch(
@@ -188,27 +214,98 @@ def edge_curve(
         t0 = time.perf_counter()
         backend.optimize("recall")
         res["optimize_s"] = time.perf_counter() - t0
-        log.info("edge: ingest %.0f s, optimize %.0f s", res["ingest_s"], res["optimize_s"])
-        for k in ks:
-            backend.hnsw_ef = max(ef, k)
-            got = backend.query(
-                "recall", [StageOneQuery(vector=q, limit=k, with_frames=False) for q in queries]
-            )
-            cand = np.array([[int(c.payload["video_id"]) for c in cs] + [-1] * (k - len(cs)) for cs in got])
-            truth = topk_rows(exhaustive, 10)
-            rec = []
-            for qi, row in enumerate(cand):
-                row = row[row >= 0]
-                top = row[np.argsort(-exhaustive[qi, row], kind="stable")[:10]]
-                rec.append(len(set(truth[qi].tolist()) & set(top.tolist())) / 10)
-            it = iter(range(10**9))
+        log.info(
+            "edge: ingest %.0f s, optimize (pooled + frames HNSW) %.0f s", res["ingest_s"], res["optimize_s"]
+        )
+        for name, agg in aggs.items():
+            truth = topk_rows(exhaustive[name], 10)
+            for variant in variants:
+                hybrid = EDGE_VARIANTS[variant]
+                curve: dict[int, dict[str, float]] = {}
+                for k in ks:
+                    backend.hnsw_ef = max(ef, k)
+                    got = backend.query(
+                        "recall",
+                        [StageOneQuery(vector=q, limit=k, hybrid=hybrid, with_frames=False) for q in queries],
+                    )
+                    ceiling = np.mean(
+                        [
+                            len(set(truth[qi].tolist()) & {int(c.payload["video_id"]) for c in cs}) / 10
+                            for qi, cs in enumerate(got)
+                        ]
+                    )
+                    hits = vc.search_batch(
+                        list(queries),
+                        limit=10,
+                        candidates=k,
+                        aggregation=agg,
+                        hybrid=hybrid,
+                        with_payload=False,
+                    )
+                    rec = np.mean(
+                        [
+                            len(set(truth[qi].tolist()) & {int(h.video_id) for h in hs}) / 10
+                            for qi, hs in enumerate(hits)
+                        ]
+                    )
+                    it = iter(range(10**9))
 
-            def one() -> None:
-                vc.search(queries[next(it) % len(queries)], limit=10, candidates=k, with_payload=False)
+                    def one() -> None:
+                        vc.search(
+                            queries[next(it) % len(queries)],
+                            limit=10,
+                            candidates=k,
+                            aggregation=agg,
+                            hybrid=hybrid,  # noqa: B023
+                            with_payload=False,
+                        )
 
-            ms = 1e3 * median_seconds(one, repeats=7, warmup=1)
-            res["curve"][k] = {"recall@10": float(np.mean(rec)), "search_ms": ms, "hnsw_ef": backend.hnsw_ef}
-            log.info("edge K=%d recall %.4f search %.1f ms", k, np.mean(rec), ms)
+                    ms = 1e3 * median_seconds(one, repeats=latency_repeats, warmup=1)
+                    curve[k] = {
+                        "recall@10": float(rec),
+                        "stage1_ceiling": float(ceiling),
+                        "search_ms": ms,
+                        "hnsw_ef": float(backend.hnsw_ef or 0),
+                    }
+                    log.info(
+                        "edge %s %s K=%d recall %.4f (stage 1 %.4f) search %.1f ms",
+                        name,
+                        variant,
+                        k,
+                        rec,
+                        ceiling,
+                        ms,
+                    )
+                res["curves"].setdefault(name, {})[variant] = curve
+            # the hybrid stage 1's frames-prefetch beam width: stage-1 ceiling and stage-1 latency
+            sweep: dict[int, dict[int, dict[str, float]]] = {}
+            for k in [k for k in ks if k in (50, 100)]:
+                for fef in frames_efs or []:
+                    reqs = [
+                        StageOneQuery(
+                            vector=q, limit=k, hybrid=True, with_frames=False, hnsw_ef=ef, frames_hnsw_ef=fef
+                        )
+                        for q in queries
+                    ]
+                    t0 = time.perf_counter()
+                    got = [backend.query("recall", [r])[0] for r in reqs]
+                    ms = 1e3 * (time.perf_counter() - t0) / len(reqs)
+                    ceiling = np.mean(
+                        [
+                            len(set(truth[qi].tolist()) & {int(c.payload["video_id"]) for c in cs}) / 10
+                            for qi, cs in enumerate(got)
+                        ]
+                    )
+                    sweep.setdefault(k, {})[fef] = {"stage1_ceiling": float(ceiling), "stage1_ms": ms}
+                    log.info(
+                        "edge %s hybrid K=%d frames_hnsw_ef=%d: stage 1 %.4f, %.1f ms",
+                        name,
+                        k,
+                        fef,
+                        ceiling,
+                        ms,
+                    )
+            res["frames_ef_sweep"] = {name: sweep}
         backend.close()
     return res
 
@@ -232,6 +329,19 @@ def main() -> None:
     ap.add_argument("--edge", action="store_true", help="also measure real Qdrant Edge HNSW")
     ap.add_argument("--edge-videos", type=int, default=None, help="videos loaded into Edge (default all)")
     ap.add_argument("--edge-ef", type=int, default=512, help="hnsw_ef (raised to K when K is larger)")
+    ap.add_argument("--edge-ks", type=int, nargs="+", default=None, help="K values for Edge (default --ks)")
+    ap.add_argument(
+        "--edge-frames-efs",
+        type=int,
+        nargs="*",
+        default=[512, 1024, 2048, 4096],
+        help="frames-prefetch hnsw_ef values to sweep for the hybrid stage 1 (K=50, 100)",
+    )
+    ap.add_argument(
+        "--edge-variants",
+        default="hybrid,pooled",
+        help="Edge stage-1 variants: hybrid (production default, index_frames=True) and/or pooled",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="recall", help="results file name (benchmarks/results/<name>.json)")
     args = ap.parse_args()
@@ -264,7 +374,8 @@ def main() -> None:
     maxsim_rank = topk_rows(exhaustive_scores(get_aggregator("max"), queries, corpus), max(ks))
     hybrid = {k: hybrid_candidates(candidates, maxsim_rank, k) for k in ks}
     results: dict[str, Any] = {}
-    rows = []
+    exhaustive_by_agg: dict[str, np.ndarray] = {}
+    rows: list[list[Any]] = []
     for name in [a.strip() for a in args.aggregations.split(",") if a.strip()]:
         agg = get_aggregator(name)
         t0 = time.perf_counter()
@@ -289,13 +400,56 @@ def main() -> None:
             rows.append([name, "ideal ANN", k, curve[k], lat[k]["stage1_ms"], lat[k]["stage2_ms"], ""])
         for k in ks:
             rows.append([name, "pooled+MaxSim", k, hyb[k], "", "", ""])
-        if args.edge:
-            n_edge = args.edge_videos or args.videos
-            sub = exhaustive[:, :n_edge] if n_edge < args.videos else exhaustive
-            entry["edge"] = edge_curve(frames[:n_edge], queries, sub, agg, ks, args.edge_ef)
-            for k, v in entry["edge"]["curve"].items():
-                rows.append([name, f"edge {n_edge // 1000}k", k, v["recall@10"], "", "", v["search_ms"]])
         results[name] = entry
+        exhaustive_by_agg[name] = exhaustive
+
+    if args.edge:
+        n_edge = min(args.edge_videos or args.videos, args.videos)
+        edge_ks = sorted(k for k in (args.edge_ks or ks) if k <= n_edge)
+        aggs = {name: get_aggregator(name) for name in exhaustive_by_agg}
+        subs = {name: ex[:, :n_edge] for name, ex in exhaustive_by_agg.items()}
+        variants = [v.strip() for v in args.edge_variants.split(",") if v.strip()]
+        unknown = [v for v in variants if v not in EDGE_VARIANTS]
+        if unknown:
+            raise SystemExit(f"unknown --edge-variants {unknown}: choose from {sorted(EDGE_VARIANTS)}")
+        edge = edge_curve(
+            frames[:n_edge],
+            queries,
+            subs,
+            aggs,
+            edge_ks,
+            args.edge_ef,
+            variants,
+            frames_efs=args.edge_frames_efs,
+        )
+        # the numpy simulation of the same stage 1 on the same videos, for a like-for-like comparison
+        sub_corpus = EvalCorpus(
+            corpus.video_ids[:n_edge], np.arange(n_edge), frames[:n_edge], corpus.mask[:n_edge]
+        )
+        sub_pooled = topk_rows(queries @ pooled[:n_edge].T, max(edge_ks))
+        sub_maxsim = topk_rows(exhaustive_scores(get_aggregator("max"), queries, sub_corpus), max(edge_ks))
+        for name, ex in subs.items():
+            sim = {
+                "hybrid": {
+                    k: recall_curve(ex, hybrid_candidates(sub_pooled, sub_maxsim, k), [k])[k] for k in edge_ks
+                },
+                "pooled": recall_curve(ex, sub_pooled, edge_ks),
+            }
+            edge["curves"][name]["simulation"] = sim
+            for variant in variants:
+                for k, v in edge["curves"][name][variant].items():
+                    rows.append(
+                        [
+                            name,
+                            f"edge {n_edge // 1000}k {variant} (sim {sim[variant][k]:.3f})",
+                            k,
+                            v["recall@10"],
+                            "",
+                            "",
+                            v["search_ms"],
+                        ]
+                    )
+        results["edge"] = edge
 
     print(
         f"\ntwo-stage recall@10 vs exhaustive: {args.videos} videos x {args.frames} frames x {args.dim}, "
@@ -303,6 +457,11 @@ def main() -> None:
     )
     print_table(["aggregation", "stage 1", "K", "recall@10", "stage1 ms", "stage2 ms", "search ms"], rows)
     for name, e in results.items():
+        if name == "edge":
+            print(
+                f"edge: {e['videos']} videos, ingest {e['ingest_s']:.0f} s, optimize {e['optimize_s']:.0f} s"
+            )
+            continue
         print(
             f"{name}: smallest K with recall@10 >= {args.target}: pooled {e['smallest_k_reaching_target']}, "
             f"pooled+MaxSim {e['hybrid_smallest_k_reaching_target']}"
