@@ -45,7 +45,7 @@ class Candidate:
 
 
 #: Default HNSW beam width of the hybrid stage 1's frames-MaxSim prefetch (see StageOneQuery).
-FRAMES_HNSW_EF = 2048
+FRAMES_HNSW_EF = 4096
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,10 @@ class StageOneQuery:
         frames_hnsw_ef: HNSW beam width of the hybrid frames-MaxSim prefetch (the larger of this and
             ``hnsw_ef`` is used). The ``frames`` graph is built with multivector-to-multivector
             MaxSim (whole-video likeness) but searched with one query vector (one moment), so its
-            neighbourhoods fit the query badly and it needs a wide beam: on 10k videos x 12 frames
-            x 512-d, Qdrant Edge's MaxSim top-50 recall vs exact was 0.91 at 512 and 0.99 at 2048
+            neighbourhoods fit the query badly and it needs a wide beam. Qdrant Edge, 12 frames x
+            512-d: MaxSim top-50 recall vs exact on 10k videos 0.91 / 0.97 / 0.99 / 0.9995 at
+            512 / 1024 / 2048 / 4096; hybrid stage-1 recall of the exhaustive top-10 at K=100 on
+            30k videos 0.983 / 0.986 / 0.990 / 0.993 for 40 / 43 / 62 / 67 ms
             (``benchmarks/bench_recall.py --edge``).
         exact: brute-force the pooled search (small collections, or to measure ANN recall).
         score_threshold: drop candidates scoring below this.
