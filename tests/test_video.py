@@ -646,3 +646,20 @@ def test_pyav_memory_is_bounded_on_huge_frames(tmp_path: Path) -> None:
             peaks += [int(line.split()[1]) for line in f if line.startswith("VmHWM")]
     # One 8000x8000 yuv420p frame is 96 MB; the decoder holds a few, never the whole video.
     assert peaks and max(peaks) < 1_500_000  # kB
+
+
+@needs_av
+@pytest.mark.timeout(60)
+def test_pyav_workers_outlive_the_thread_that_started_them(vids: dict[str, Path]) -> None:
+    """Workers are shared: one started by a short-lived thread (a decode pool) is reused later."""
+    from vtr_qdrant import _pyav_pool
+
+    _pyav_pool.shutdown()
+    th = threading.Thread(target=lambda: sample_frames(vids["colors"], num_frames=1, size=8, engine="pyav"))
+    th.start()
+    th.join()
+    time.sleep(0.3)
+    pids = _pyav_pool.worker_pids()
+    assert len(pids) == 1
+    s = sample_frames(vids["colors"], num_frames=1, size=8, engine="pyav")
+    assert color_at(s, 0) == "blue" and _pyav_pool.worker_pids() == pids

@@ -63,7 +63,12 @@ NONREF_CODECS = frozenset({"h264", "hevc"})
 _INDEX_CHECK_EVERY = 256
 
 
+_parent_pid: int | None = None  # set in a worker: it stops when its parent is gone
+
+
 def _check(deadline: float, text: str) -> None:
+    if _parent_pid is not None and os.getppid() != _parent_pid:
+        os._exit(3)  # orphaned mid-decode: nobody will read the result
     if time.monotonic() > deadline:
         raise DecodeTimeoutError(
             text, "decoding did not finish within the per-video timeout; raise `timeout` if this video "
@@ -411,22 +416,14 @@ def _error_reply(e: BaseException) -> dict[str, Any]:
                       "message": f"the PyAV decoder failed: {name}: {e}"}}
 
 
-def _die_with_parent() -> None:
-    """Linux: get SIGKILL when the parent dies, even in the middle of a decode."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    except Exception:  # pragma: no cover - best effort
-        pass
-
-
 def worker_main() -> None:
-    """Serve requests on stdin/stdout until stdin closes (the parent went away or released us)."""
-    _die_with_parent()
+    """Serve requests on stdin/stdout until stdin closes (the parent went away or released us).
+
+    No PR_SET_PDEATHSIG: it fires when the *thread* that started the worker exits, and workers
+    are shared by the caller's threads. An orphaned worker exits at its next deadline check.
+    """
+    global _parent_pid
+    _parent_pid = os.getppid()
     fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
     sys.stdout = sys.stderr  # nothing but replies may reach the reply pipe
     _write_all(fd_out, _HEADER.pack(0))  # ready (imports done)
