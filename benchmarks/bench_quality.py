@@ -36,7 +36,7 @@ from _common import RESULTS_DIR, print_table, write_json  # noqa: E402
 from vtr_qdrant import synthetic as syn  # noqa: E402
 from vtr_qdrant.aggregation import Aggregator, MaxFrame, MeanPooling, SoftmaxPooling  # noqa: E402
 from vtr_qdrant.bundle import resolve_bundle  # noqa: E402
-from vtr_qdrant.evaluation import EvalCorpus, exhaustive_scores  # noqa: E402
+from vtr_qdrant.evaluation import EvalCorpus, exhaustive_scores, load_head, towers_fingerprint  # noqa: E402
 from vtr_qdrant.xpool import XPoolHead  # noqa: E402
 
 log = logging.getLogger("bench_quality")
@@ -49,7 +49,8 @@ def training_data(
     fenc, tenc = bundle.frame_encoder(), bundle.text_encoder()
     size = bundle.manifest.image.image_size
     supersample = max(1, 2 * world_size // size)
-    frames, texts, owner, groups = [], [], [], []
+    frames, texts, owner = [], [], []
+    groups: list[Any] = []
     for seed in seeds:
         world = syn.generate_world(syn.check_training_seed(seed), n_videos, size=world_size)
         for v in world.videos:
@@ -128,6 +129,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.01, help="decay toward the identity init")
+    ap.add_argument("--dropout", type=float, default=0.3)
+    ap.add_argument("--trainable", default="all", choices=["all", "attention", "scale"])
+    ap.add_argument("--learn-attention-scale", action="store_true", help="learn a scalar on the logits")
+    ap.add_argument("--patience", type=int, default=6)
+    ap.add_argument(
+        "--head", default=None, help="evaluate this head (an .npz or a bundle folder) instead of training one"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save-head", action="store_true", help="write the trained head to benchmarks/results/")
@@ -138,33 +147,61 @@ def main() -> None:
     from onnx_export.train_head import HeadTrainConfig, train_head
 
     bundle = resolve_bundle(args.bundle)
-    t0 = time.perf_counter()
-    frames, text, owner, groups, n_unique = training_data(
-        bundle, args.train_seeds, args.train_videos, args.frames, args.world_size, args.video_caption_weight
+    aggs: dict[str, Aggregator] = {}
+    training: dict[str, Any] = {}
+    if args.head:
+        aggs["xpool (given)"] = load_head(args.head, expected_fingerprint=towers_fingerprint(bundle.manifest))
+    else:
+        t0 = time.perf_counter()
+        frames, text, owner, groups, n_unique = training_data(
+            bundle,
+            args.train_seeds,
+            args.train_videos,
+            args.frames,
+            args.world_size,
+            args.video_caption_weight,
+        )
+        embed_s = time.perf_counter() - t0
+        log.info(
+            "training data: %s frames, %d captions (%d unique) in %.0f s",
+            frames.shape,
+            len(text),
+            n_unique,
+            embed_s,
+        )
+        cfg = HeadTrainConfig(
+            max_steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            dropout=args.dropout,
+            trainable=args.trainable,
+            learn_attention_scale=args.learn_attention_scale,
+            patience=args.patience,
+            seed=args.seed,
+            threads=args.threads,
+        )
+        result = train_head(text, owner, frames, config=cfg, caption_groups=groups)
+        log.info("trained in %.0f s, best step %d", result.seconds, result.best_step)
+        if args.save_head:
+            result.head.save(RESULTS_DIR / "quality_head.npz")
+        aggs["xpool (trained)"] = result.head
+        training = {
+            **result.summary(),
+            "embed_s": embed_s,
+            "captions": len(text),
+            "unique_captions": n_unique,
+        }
+    if bundle.manifest.xpool is not None:
+        aggs["xpool (bundle head)"] = load_head(bundle.path)
+    aggs.update(
+        {
+            "xpool (identity)": XPoolHead.identity(bundle.embed_dim),
+            "softmax": SoftmaxPooling(0.01),
+            "max": MaxFrame(),
+            "mean": MeanPooling(),
+        }
     )
-    embed_s = time.perf_counter() - t0
-    log.info(
-        "training data: %s frames, %d captions (%d unique) in %.0f s",
-        frames.shape,
-        len(text),
-        n_unique,
-        embed_s,
-    )
-    cfg = HeadTrainConfig(
-        max_steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads
-    )
-    result = train_head(text, owner, frames, config=cfg, caption_groups=groups)
-    log.info("trained in %.0f s, best step %d", result.seconds, result.best_step)
-    if args.save_head:
-        result.head.save(RESULTS_DIR / "quality_head.npz")
-
-    aggs: dict[str, Aggregator] = {
-        "xpool (trained)": result.head,
-        "xpool (identity)": XPoolHead.identity(bundle.embed_dim),
-        "softmax": SoftmaxPooling(0.01),
-        "max": MaxFrame(),
-        "mean": MeanPooling(),
-    }
     seeds = [syn.heldout_seed(i) for i in range(args.eval_seeds)]
     with tempfile.TemporaryDirectory() as tmp:
         table = heldout_eval(bundle, aggs, seeds, args.eval_videos, args.frames, Path(tmp))
@@ -176,7 +213,12 @@ def main() -> None:
     ]
     print(
         f"\nheld-out seeds {seeds}, {args.eval_videos} videos each, {args.frames} frames; bundle {bundle.name} "
-        f"({bundle.fingerprint[:12]}); head trained on seeds {args.train_seeds} x {args.train_videos} videos"
+        f"({bundle.fingerprint[:12]}); "
+        + (
+            f"head {args.head}"
+            if args.head
+            else f"head trained on seeds {args.train_seeds} x {args.train_videos} videos"
+        )
     )
     print_table(["queries", "aggregation", "n", "R@1", "R@5", "R@10", "MdR", "MnR"], rows)
     path = write_json(
@@ -184,12 +226,7 @@ def main() -> None:
         {
             "args": vars(args),
             "bundle": {"name": bundle.name, "fingerprint": bundle.fingerprint},
-            "training": {
-                **result.summary(),
-                "embed_s": embed_s,
-                "captions": len(text),
-                "unique_captions": n_unique,
-            },
+            "training": training,
             "results": table,
         },
     )
