@@ -22,10 +22,12 @@ class Spy(QdrantClientBackend):
         super().__init__(client)
         self.fetched: list[list[str]] = []
         self.with_frames: list[bool] = []
+        self.frames_efs: list[int | None] = []
         self.drop = set(drop)
 
     def query(self, name, queries):  # type: ignore[no-untyped-def]
         self.with_frames.extend(q.with_frames for q in queries)
+        self.frames_efs.extend(q.frames_hnsw_ef for q in queries)
         return super().query(name, queries)
 
     def fetch_frames(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -139,3 +141,12 @@ def test_bad_cache_size(spy: Spy, test_bundle) -> None:  # type: ignore[no-untyp
     for bad in (-1, 1.5, True, "10"):
         with pytest.raises(ConfigError, match="frames_cache_size"):
             VideoCollection(spy, "c", test_bundle, frames_cache_size=bad)  # type: ignore[arg-type]
+
+
+def test_frames_hnsw_ef_reaches_stage_one(spy: Spy, test_bundle) -> None:  # type: ignore[no-untyped-def]
+    from vtr_qdrant.storage import FRAMES_HNSW_EF
+
+    vids = _fill(VideoCollection(spy, "c", test_bundle))
+    VideoCollection(spy, "c", test_bundle).search(vids["v1"][0], limit=3)
+    VideoCollection(spy, "c", test_bundle, frames_hnsw_ef=777).search(vids["v1"][0], limit=3)
+    assert spy.frames_efs == [FRAMES_HNSW_EF, 777]
