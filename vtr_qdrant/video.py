@@ -1,6 +1,18 @@
-"""Video -> frames: fast, exact and safe frame sampling with ffmpeg.
+"""Video -> frames: fast, exact and safe frame sampling with FFmpeg.
 
-Two ffmpeg processes per video, whatever its length:
+Two engines pick the same frames (shared timeline, target and frame-choice code) and return the
+same pixels (same filter chain); :func:`sample_frames`'s ``engine`` chooses:
+
+* ``"pyav"`` (default when the ``av`` package is installed; :mod:`vtr_qdrant._pyav`): FFmpeg's
+  libraries through PyAV in a pooled, killable worker subprocess — one open file per video, cheap
+  in-file seeks, non-reference frames skipped on the way to a target, only returned frames
+  converted. Measured 1.7x faster than the binary engine on a 5-min 720p video with an 8 s GOP
+  (12 frames: 2.4 s vs 4.1 s, a full decode ~28 s), and no process start per video on short
+  clips (``benchmarks/bench_decode.py``).
+* ``"ffmpeg"`` (the fallback, and for remote schemes and allowed playlists): the ffmpeg binary
+  driven by ffmpeg-python, described below.
+
+The ffmpeg engine runs two ffmpeg processes per video, whatever its length:
 
 1. **Probe** (:func:`probe`): ffmpeg opens the file under a protocol and demuxer whitelist and
    stream-copies the video packets to its ``framecrc`` muxer. Nothing is decoded; this costs a
