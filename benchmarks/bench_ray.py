@@ -1,6 +1,8 @@
 """Ray ingestion job vs its parts vs the in-process path, same videos, same run.
 
-Measured in interleaved rounds (so a noisy neighbour slows every method alike), median reported:
+Measured in interleaved rounds (every arm once per round, the order reversed every other round,
+so a noisy neighbour or a drift slows every method alike); the ratios are taken per round (each
+arm against the same round's decode + encode) and their median is reported:
 
 * ``decode only``  — :func:`vtr_qdrant.video.sample_frames` over every video, 2 threads (ffmpeg
   subprocesses), nothing else;
@@ -13,10 +15,17 @@ Measured in interleaved rounds (so a noisy neighbour slows every method alike), 
 On a CPU-only machine decode and encode share the cores, so the bound is their sum. Targets
 (issue #6): ray warm <= 1.15 x (decode + encode), in-process <= 1.0 x.
 
+Besides wall time every arm records CPU seconds: this process and every descendant (ffmpeg, and
+the local Ray cluster's raylet, GCS and workers, whose ffmpeg children are folded into them) from
+``/proc``, and the whole machine's busy CPU from ``/proc/stat``. ``cpu x bound`` compares the
+work done with the standalone stages' work (above 1: real extra work; wall above CPU/cores: idle
+or waiting), and ``others`` is the CPU that other programs used meanwhile (noise).
+
     python benchmarks/bench_ray.py [--videos 40] [--frames 12] [--rounds 3] [--bundle NAME]
 
-The bundle defaults to ``synthetic-world/v1`` when installed, else a random-weight ViT-B-32 exported
-once into ``benchmarks/results/bundles/`` (needs the ``export`` extra; the compute is the real one).
+The bundle defaults to a random-weight ViT-B-32 exported once into ``benchmarks/results/bundles/``
+(needs the ``export`` extra the first time; the compute is the real one); ``--bundle
+synthetic-world/v1`` measures the tiny committed model instead (decode-dominated).
 Writes ``benchmarks/results/ray.json``.
 """
 
@@ -45,18 +54,99 @@ from _common import RESULTS_DIR, print_table, write_json  # noqa: E402
 
 from vtr_qdrant import SamplingConfig, VideoCollection  # noqa: E402
 from vtr_qdrant.bundle import ModelBundle, resolve_bundle  # noqa: E402
-from vtr_qdrant.errors import ModelNotFoundError  # noqa: E402
 
 log = logging.getLogger("bench_ray")
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+Ticks = dict[tuple[int, str], tuple[int, int, int, bool]]
+
+
+def _tree_ticks() -> Ticks:
+    """This process and its live descendants: ``(pid, start time) -> (ppid, own ticks, waited-for
+    children's ticks, reaps)``. ``reaps`` marks processes whose ``cutime`` is trusted (this one
+    and Ray workers, ``ray::...``, which wait for their ffmpeg runs); a raylet's is not used (it
+    may not account for the workers it reaps)."""
+    info: dict[int, tuple[int, str, str, int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rfind(")")]
+        f = stat[stat.rfind(")") + 2 :].split()  # fields from "state" on
+        info[int(entry)] = (int(f[1]), comm, f[19], int(f[11]) + int(f[12]), int(f[13]) + int(f[14]))
+    children: dict[int, list[int]] = {}
+    for pid, (parent, *_rest) in info.items():
+        children.setdefault(parent, []).append(pid)
+    out: Ticks = {}
+    todo = [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, ()))
+        if pid in info:
+            ppid, comm, start, own, waited = info[pid]
+            out[(pid, start)] = (ppid, own, waited, pid == os.getpid() or comm.startswith("ray::"))
+    return out
+
+
+class TreeCpuMeter:
+    """CPU seconds used by this process and its descendants (ffmpeg, a local Ray cluster's raylet,
+    GCS and workers) between ``start()`` and ``stop()``, from ``/proc`` sampled every ``interval``
+    seconds. A process that exits meanwhile counts up to the last value seen (an encode actor of
+    the previous job does not take its whole past out of the sum); one reaped by a trusted parent
+    is taken out of that parent's ``cutime`` growth so it is not counted twice; children too
+    short-lived to be sampled count through their parent's ``cutime``."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        import threading
+
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.base: Ticks = {}
+        self.last: Ticks = {}
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.last.update(_tree_ticks())
+
+    def start(self) -> TreeCpuMeter:
+        self.base = _tree_ticks()
+        self.last = dict(self.base)
+        self._thread.start()
+        return self
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        final = _tree_ticks()
+        self.last.update(final)
+        total = 0
+        for k, (_, own, waited, reaps) in self.last.items():
+            b = self.base.get(k, (0, 0, 0, False))
+            total += own - b[1] + (waited - b[2] if reaps else 0)
+        reapers = {pid for (pid, _), v in final.items() if v[3]}
+        for k, (ppid, own, waited, reaps) in self.last.items():
+            if k not in final and ppid in reapers:  # its final time moved into the parent's cutime
+                total -= own + (waited if reaps else 0)
+        return total / CLK_TCK
+
+
+def machine_busy_seconds() -> float:
+    """Busy CPU seconds of the whole machine since boot (every core; idle and iowait excluded)."""
+    with open("/proc/stat") as fh:
+        v = [int(x) for x in fh.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK
 
 
 def get_bundle(name: str | None) -> ModelBundle:
     if name:
         return resolve_bundle(name)
-    try:
-        return resolve_bundle("synthetic-world/v1")
-    except ModelNotFoundError:
-        pass
     out = RESULTS_DIR / "bundles" / "ViT-B-32-random"
     if not (out / "manifest.json").exists():
         import open_clip
@@ -170,39 +260,68 @@ def main() -> None:
 
     fns = {"decode only": decode_only, "encode only": encode_only, "in-process": in_process, "ray warm": ray_job}
     times: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    others: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(args.rounds):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
+        order = list(fns) if r % 2 == 0 else list(reversed(fns))  # ABCD DCBA ...: drift hits all alike
+        for name in order:
+            meter, b0, t = TreeCpuMeter().start(), machine_busy_seconds(), time.perf_counter()
+            fns[name]()
+            wall = time.perf_counter() - t
+            own = meter.stop()
+            times[name].append(wall)
+            cpu[name].append(own)
+            others[name].append(max(0.0, machine_busy_seconds() - b0 - own))
+        bound_r = times["decode only"][-1] + times["encode only"][-1]
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s (cpu {cpu[k][-1]:.1f})" for k, v in times.items())
+              + f"; ray warm {times['ray warm'][-1] / bound_r:.3f}x, in-process {times['in-process'][-1] / bound_r:.3f}x", flush=True)
     t = time.perf_counter()
     ray.shutdown()
     shutdown = time.perf_counter() - t
 
+    def per_round(name: str, what: dict[str, list[float]]) -> list[float]:
+        return [what[name][i] / (what["decode only"][i] + what["encode only"][i]) for i in range(args.rounds)]
+
+    ratios = {k: per_round(k, times) for k in ("in-process", "ray warm")}
+    cpu_ratios = {k: per_round(k, cpu) for k in ("in-process", "ray warm")}
     med = {k: statistics.median(v) for k, v in times.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    med_others = {k: statistics.median(v) for k, v in others.items()}
     bound = med["decode only"] + med["encode only"]
+    bound_cpu = med_cpu["decode only"] + med_cpu["encode only"]
     n_frames = len(uris) * args.frames
     warm_reports = reports[1:]
     pipeline = statistics.median(r.seconds["pipeline"] for r in warm_reports)
+
+    def row(label: str, name: str | None, wall: float, ratio: float, c: float | None, cr: float | None) -> list[Any]:
+        return [label, wall, n_frames / wall, ratio, c if c is not None else "", (c / wall) if c is not None else "",
+                cr if cr is not None else "", med_others[name] if name else ""]
+
     rows = [
-        ["decode only (2 threads)", med["decode only"], n_frames / med["decode only"], med["decode only"] / bound],
-        ["encode only", med["encode only"], n_frames / med["encode only"], med["encode only"] / bound],
-        ["decode + encode (bound)", bound, n_frames / bound, 1.0],
-        ["in-process add_videos", med["in-process"], n_frames / med["in-process"], med["in-process"] / bound],
-        ["ray warm run_job", med["ray warm"], n_frames / med["ray warm"], med["ray warm"] / bound],
-        ["  of which pipeline", pipeline, n_frames / pipeline, pipeline / bound],
-        ["ray cold (init + job)", cold, n_frames / cold, cold / bound],
+        row("decode only (2 threads)", "decode only", med["decode only"], med["decode only"] / bound, med_cpu["decode only"], med_cpu["decode only"] / bound_cpu),
+        row("encode only", "encode only", med["encode only"], med["encode only"] / bound, med_cpu["encode only"], med_cpu["encode only"] / bound_cpu),
+        row("decode + encode (bound)", None, bound, 1.0, bound_cpu, 1.0),
+        row("in-process add_videos", "in-process", med["in-process"], statistics.median(ratios["in-process"]),
+            med_cpu["in-process"], statistics.median(cpu_ratios["in-process"])),
+        row("ray warm run_job", "ray warm", med["ray warm"], statistics.median(ratios["ray warm"]),
+            med_cpu["ray warm"], statistics.median(cpu_ratios["ray warm"])),
+        row("  of which pipeline", None, pipeline, pipeline / bound, None, None),
+        row("ray cold (init + job)", None, cold, cold / bound, None, None),
     ]
     print()
-    print_table(["method", "seconds", "frames/s", "x bound"], rows)
-    print(f"ray.init {cold_init:.2f} s, ray.shutdown {shutdown:.2f} s; targets: ray warm <= 1.15x, in-process <= 1.0x")
+    print_table(["method", "seconds", "frames/s", "x bound", "cpu s", "cores busy", "cpu x bound", "others cpu s"], rows)
+    print("per-round x bound: " + "; ".join(f"{k} " + " ".join(f"{x:.3f}" for x in v) for k, v in ratios.items()))
+    print(f"ray.init {cold_init:.2f} s, ray.shutdown {shutdown:.2f} s; targets: ray warm <= 1.15x, in-process <= 1.0x "
+          "(x bound: median of per-round ratios)")
     path = write_json("ray", {
         "config": vars(args), "bundle": bundle.name, "frames": n_frames,
-        "seconds": {k: v for k, v in times.items()}, "median": med, "bound": bound,
+        "seconds": times, "cpu_seconds": cpu, "others_cpu_seconds": others, "median": med, "median_cpu": med_cpu,
+        "bound": bound, "bound_cpu": bound_cpu,
         "ray_cold": cold, "ray_init": cold_init, "ray_shutdown": shutdown, "ray_pipeline_median": pipeline,
-        "ratios": {"ray_warm": med["ray warm"] / bound, "ray_pipeline": pipeline / bound,
-                   "in_process": med["in-process"] / bound, "ray_cold": cold / bound},
+        "per_round_ratios": ratios, "per_round_cpu_ratios": cpu_ratios,
+        "ratios": {"ray_warm": statistics.median(ratios["ray warm"]), "in_process": statistics.median(ratios["in-process"]),
+                   "ray_pipeline": pipeline / bound, "ray_cold": cold / bound,
+                   "ray_warm_cpu": statistics.median(cpu_ratios["ray warm"]), "in_process_cpu": statistics.median(cpu_ratios["in-process"])},
         "warm_reports": [r.model_dump(exclude={"ingested_ids", "failures"}) for r in warm_reports],
     })
     print(f"wrote {path}")
