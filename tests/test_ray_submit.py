@@ -72,7 +72,7 @@ def _session_pids(sid: int) -> list[int]:
 def _stop_session(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM every process of the head node's session (as ``ray stop`` does, but only these),
     then SIGKILL what is left after a grace period."""
-    for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 10.0)):
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
         for pid in _session_pids(proc.pid):
             try:
                 os.kill(pid, sig)
