@@ -195,6 +195,7 @@ def main() -> None:
     ap.add_argument("--decode-cpus", type=float, default=1.0, help="decode.num_cpus")
     ap.add_argument("--encode-cpus", type=float, default=0.5, help="encode.num_cpus")
     ap.add_argument("--encode-batch", type=int, default=8, help="encode.batch_videos")
+    ap.add_argument("--name", default="ray", help="results file: benchmarks/results/NAME.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -313,7 +314,7 @@ def main() -> None:
     print("per-round x bound: " + "; ".join(f"{k} " + " ".join(f"{x:.3f}" for x in v) for k, v in ratios.items()))
     print(f"ray.init {cold_init:.2f} s, ray.shutdown {shutdown:.2f} s; targets: ray warm <= 1.15x, in-process <= 1.0x "
           "(x bound: median of per-round ratios)")
-    path = write_json("ray", {
+    path = write_json(args.name, {
         "config": vars(args), "bundle": bundle.name, "frames": n_frames,
         "seconds": times, "cpu_seconds": cpu, "others_cpu_seconds": others, "median": med, "median_cpu": med_cpu,
         "bound": bound, "bound_cpu": bound_cpu,
