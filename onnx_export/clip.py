@@ -12,6 +12,7 @@ into place at the end, so an interrupted or refused export leaves no half bundle
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import math
@@ -40,7 +41,7 @@ from vtr_qdrant.manifest import (
     write_manifest,
 )
 
-from .quantize import OPT_LEVELS, OptLevel, convert_fp16, optimize_graph, quantize_int8
+from .quantize import OPT_LEVELS, OptLevel, convert_fp16, fuse_transformer, optimize_graph, quantize_int8
 from .towers import (
     TEXT_INPUT,
     TEXT_OUTPUT,
@@ -51,6 +52,7 @@ from .towers import (
     TextTower,
     VisualTower,
     export_tower,
+    fusable_attention,
 )
 from .verify import (
     PARITY_TEXTS,
@@ -280,6 +282,7 @@ def export_model(
     opt_level: OptLevel | None = None,
     method: ExportMethod = "auto",
     overwrite: bool = False,
+    fuse: bool = True,
 ) -> ExportReport:
     """Export an open_clip model's two towers to a bundle folder, verified against torch.
 
@@ -311,6 +314,12 @@ def export_model(
             hardware-specific).
         method: torch exporter: ``"auto"`` (dynamo, falling back to legacy), ``"dynamo"``, ``"legacy"``.
         overwrite: replace an existing non-empty ``out_dir`` (atomically, by rename).
+        fuse: export attention in a fusable form and fuse each transformer layer into onnxruntime
+            contrib ops (``Attention``, ``SkipLayerNormalization``, ``BiasGelu``; see
+            :func:`onnx_export.quantize.fuse_transformer`). Same arithmetic, parity-checked like
+            the plain graphs, recorded under ``recipe["export"]["fusions"]``; the graphs then need
+            onnxruntime (CPU or CUDA) rather than any ONNX runtime. If the fusion pass fails the
+            plain graphs are kept, with a warning and the error in the manifest.
 
     Returns:
         An :class:`ExportReport`.
@@ -356,13 +365,23 @@ def export_model(
         vpath, tpath = tmp / VISUAL_FILE, tmp / TEXT_FILE
         ex_img = torch.from_numpy(random_images(2, image_size, mean, std, seed=1))
         ex_ids = torch.from_numpy(parity_ids[1:3].copy())
-        log.info("exporting the visual tower (%s exporter, opset %d)", method, opset)
-        used_v = export_tower(visual, ex_img, vpath, input_name=VISUAL_INPUT, output_name=VISUAL_OUTPUT,
-                              opset=opset, method=method)
-        log.info("exporting the text tower (%s exporter, opset %d)", method, opset)
-        used_t = export_tower(text, ex_ids, tpath, input_name=TEXT_INPUT, output_name=TEXT_OUTPUT,
-                              opset=opset, method=method)
+        with fusable_attention(model) if fuse else contextlib.nullcontext(0) as n_swapped:
+            log.info("exporting the visual tower (%s exporter, opset %d)", method, opset)
+            used_v = export_tower(visual, ex_img, vpath, input_name=VISUAL_INPUT, output_name=VISUAL_OUTPUT,
+                                  opset=opset, method=method)
+            log.info("exporting the text tower (%s exporter, opset %d)", method, opset)
+            used_t = export_tower(text, ex_ids, tpath, input_name=TEXT_INPUT, output_name=TEXT_OUTPUT,
+                                  opset=opset, method=method)
         used = used_v if used_v == used_t else f"visual:{used_v},text:{used_t}"
+        fusions: dict[str, Any] | None = None
+        if fuse:
+            fusions = {"attention_modules_rewritten": n_swapped}
+            for tower, path in (("visual", vpath), ("text", tpath)):
+                try:
+                    fusions[tower] = fuse_transformer(path, path)
+                except ExportError as e:
+                    log.warning("kept the unfused %s graph: %s", tower, e)
+                    fusions[tower] = {"error": str(e)[:300]}
         if opt_level is not None:
             optimize_graph(vpath, vpath, opt_level)
             optimize_graph(tpath, tpath, opt_level)
@@ -442,6 +461,8 @@ def export_model(
             "fp16": fp16,
             "int8": int8,
             "opt_level": opt_level,
+            "fuse": fuse,
+            "fusions": fusions,
             "normalize": normalize,
             "versions": _versions(),
         }

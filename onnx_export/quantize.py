@@ -1,5 +1,11 @@
-"""Graph transforms applied after export: offline ORT optimisation, int8 dynamic quantisation, fp16.
+"""Graph transforms applied after export: transformer fusions, offline ORT optimisation, int8, fp16.
 
+- ``fuse_transformer``: onnxscript's onnxruntime fusions (``onnxscript.rewriter.ort_fusions``):
+  per layer one ``com.microsoft.Attention`` (packed QKV GEMM + attention), ``SkipLayerNormalization``
+  (residual add + LayerNorm) and ``BiasGelu``, then onnxruntime's hardware-independent ``basic``
+  level offline (constant folding of the weight slicing the fusions leave behind), so the file is
+  portable across CPUs and execution providers. Needs the attention exported in the 4-D form of
+  :class:`onnx_export.towers.FusableAttention`.
 - ``optimize_graph``: onnxruntime's offline graph optimisation at a chosen level, saved to a file.
   Levels above ``basic`` may fuse into hardware-specific kernels, so such a file is meant for the
   machine class it was made on; the bundle records the level.
@@ -16,12 +22,14 @@ import contextlib
 import logging
 import tempfile
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
-from vtr_qdrant.errors import ConfigError
+from vtr_qdrant.errors import ConfigError, ExportError
 
-__all__ = ["OptLevel", "OPT_LEVELS", "optimize_graph", "quantize_int8", "convert_fp16"]
+__all__ = ["OptLevel", "OPT_LEVELS", "FUSED_OPS", "fuse_transformer", "fused_op_counts", "optimize_graph",
+           "quantize_int8", "convert_fp16"]
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +60,83 @@ def optimize_graph(src: Path, dst: Path, level: OptLevel) -> None:
     log.info("optimised %s offline at level %r", dst.name, level)
 
 
+#: Contrib operators the transformer fusions produce (counted in the manifest).
+FUSED_OPS: tuple[str, ...] = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "BiasGelu", "FastGelu",
+                              "Gelu")
+
+
+def fused_op_counts(path: Path) -> dict[str, int]:
+    """How many nodes of each :data:`FUSED_OPS` type the graph at ``path`` holds (zeros left out)."""
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        if node.op_type in FUSED_OPS and node.domain == "com.microsoft":
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def fuse_transformer(src: Path, dst: Path) -> dict[str, object]:
+    """Fuse attention, residual+LayerNorm and bias+GELU into onnxruntime contrib ops; ``src`` -> ``dst``.
+
+    Args:
+        src: an fp32 tower graph (attention exported as :class:`onnx_export.towers.FusableAttention`).
+        dst: the fused graph (may equal ``src``).
+
+    Returns:
+        What to record in the manifest: ``{"tool": ..., "ops": {op_type: count}}``. ``ops`` is empty
+        when nothing matched (the graph is then only constant-folded).
+
+    Raises:
+        ExportError: onnxscript is missing or its rewriter failed.
+    """
+    try:
+        import onnx_ir as ir
+        from onnxscript.rewriter.ort_fusions import optimize_for_ort
+    except ImportError as e:
+        raise ExportError(
+            f"transformer fusions need onnxscript ({e}); pip install 'vtr-qdrant[export]' or export with fuse=False"
+        ) from e
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".fuse-") as tmp:
+        mid = Path(tmp) / "fused.onnx"
+        try:
+            with _quiet_logger("onnxscript"):  # one "skipping constant folding" warning per Split
+                model = ir.load(str(src))
+                model, _ = optimize_for_ort(model)
+            ir.save(model, str(mid))
+            # The fusions concatenate the sliced q/k/v weights with graph ops; fold them into
+            # initializers (basic = hardware-independent rewrites only) so the file stays portable
+            # and int8 quantisation sees a constant packed weight (QAttention needs one).
+            optimize_graph(mid, dst, "basic")
+        except Exception as e:  # noqa: BLE001 - the rewriter and onnxruntime raise many types
+            raise ExportError(f"transformer fusions failed on {src.name}: {type(e).__name__}: {e}") from e
+    ops = fused_op_counts(dst)
+    log.info("fused %s: %s", dst.name, ", ".join(f"{v} {k}" for k, v in ops.items()) or "no pattern matched")
+    return {"tool": f"onnxscript.rewriter.ort_fusions {_version('onnxscript')} + onnxruntime basic", "ops": ops}
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
 @contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    # onnxruntime.quantization logs one line per tensor through the *root* logger at INFO.
-    root = logging.getLogger()
-    before = root.level
-    if before < logging.WARNING:
-        root.setLevel(logging.WARNING)
+def _quiet_logger(name: str | None, level: int = logging.ERROR) -> Iterator[None]:
+    lg = logging.getLogger(name)
+    before = lg.level
+    if before < level:
+        lg.setLevel(level)
     try:
         yield
     finally:
-        root.setLevel(before)
+        lg.setLevel(before)
+
+
+def _quiet_root_logger() -> contextlib.AbstractContextManager[None]:
+    # onnxruntime.quantization logs one line per tensor through the *root* logger at INFO.
+    return _quiet_logger(None, logging.WARNING)
 
 
 def quantize_int8(src: Path, dst: Path) -> None:

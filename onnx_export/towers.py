@@ -5,6 +5,13 @@ embedding, transformer, final LayerNorm and projection from the model itself), s
 small wrapper module with one tensor in and one tensor out. The wrappers fix what the bundle's
 manifest promises: the I/O names, a dynamic batch axis, int64 token ids and (by default) an
 L2-normalised output.
+
+:func:`fusable_attention` swaps ``nn.MultiheadAttention`` for :class:`FusableAttention` while
+exporting: the same weights and the same arithmetic, written as the textbook
+(batch, heads, seq, head_dim) attention that onnxruntime's transformer fusions recognise.
+``nn.MultiheadAttention`` itself exports as a 3-D ``(seq, batch*heads, head_dim)`` reshuffle that
+no fusion pass matches (checked: onnxruntime.transformers.optimizer with model types
+clip/vit/bert and onnxscript's ort_fusions fuse no attention in that graph).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +37,8 @@ __all__ = [
     "TEXT_INPUT",
     "TEXT_OUTPUT",
     "ExportMethod",
+    "FusableAttention",
+    "fusable_attention",
     "VisualTower",
     "TextTower",
     "export_tower",
@@ -76,6 +86,97 @@ class TextTower(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         x: torch.Tensor = self.model.encode_text(input_ids)  # type: ignore[operator]
         return F.normalize(x, dim=-1) if self.normalize else x
+
+
+class FusableAttention(nn.Module):
+    """``nn.MultiheadAttention`` (same parameters, same call) as explicit 4-D attention, for export.
+
+    Computes ``softmax(q k^T / sqrt(head_dim) + mask) v`` with q, k, v of shape (N, H, L, head_dim)
+    from three projections sliced out of the wrapped module's packed ``in_proj_weight``, then the
+    output projection: the pattern ``onnxscript.rewriter.ort_fusions`` turns into one
+    ``com.microsoft.Attention`` (packed QKV GEMM + softmax attention) per layer. Calls it cannot
+    express (key padding masks, attention weights requested) go to the wrapped module unchanged.
+    """
+
+    def __init__(self, mha: nn.MultiheadAttention) -> None:
+        super().__init__()
+        if not supports_fusable_attention(mha):
+            raise ConfigError(f"{mha!r} has separate k/v dims, bias_k/bias_v or add_zero_attn; it cannot be rewritten")
+        self.mha = mha
+        self.num_heads = int(mha.num_heads)
+        self.head_dim = int(mha.head_dim)
+        self.batch_first = bool(mha.batch_first)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: torch.Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if key_padding_mask is not None or need_weights or is_causal or query.dim() != 3:
+            return self.mha(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
+                            attn_mask=attn_mask, average_attn_weights=average_attn_weights, is_causal=is_causal)
+        m = self.mha
+        if not self.batch_first:  # (L, N, E) -> (N, L, E)
+            query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
+        n, lq, e = query.shape
+        lk = key.shape[1]
+        w_q, w_k, w_v = m.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = m.in_proj_bias.chunk(3) if m.in_proj_bias is not None else (None, None, None)
+        h, d = self.num_heads, self.head_dim
+        q = F.linear(query, w_q, b_q).reshape(n, lq, h, d).transpose(1, 2)
+        k = F.linear(key, w_k, b_k).reshape(n, lk, h, d).transpose(1, 2)
+        v = F.linear(value, w_v, b_v).reshape(n, lk, h, d).transpose(1, 2)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(d))
+        if attn_mask is not None:
+            if attn_mask.dtype == torch.bool:
+                attn_mask = torch.zeros_like(attn_mask, dtype=scores.dtype).masked_fill(attn_mask, float("-inf"))
+            if attn_mask.dim() == 3:  # (N*H, Lq, Lk) -> (N, H, Lq, Lk)
+                attn_mask = attn_mask.reshape(n, h, lq, lk)
+            scores = scores + attn_mask.to(scores.dtype)
+        out = torch.matmul(scores.softmax(dim=-1), v).transpose(1, 2).reshape(n, lq, e)
+        out = F.linear(out, m.out_proj.weight, m.out_proj.bias)
+        return (out if self.batch_first else out.transpose(0, 1)), None
+
+
+def supports_fusable_attention(module: nn.Module) -> bool:
+    """True for an ``nn.MultiheadAttention`` that :class:`FusableAttention` can stand in for."""
+    return (
+        isinstance(module, nn.MultiheadAttention)
+        and bool(module._qkv_same_embed_dim)
+        and module.in_proj_weight is not None
+        and module.bias_k is None
+        and module.bias_v is None
+        and not module.add_zero_attn
+        and (module.dropout == 0.0 or not module.training)
+    )
+
+
+@contextlib.contextmanager
+def fusable_attention(model: nn.Module) -> Iterator[int]:
+    """Temporarily replace every eligible ``nn.MultiheadAttention`` in ``model`` by :class:`FusableAttention`.
+
+    Yields the number of modules replaced; the originals are put back on exit (also on errors),
+    so the caller's model is unchanged afterwards. Parameters are shared, not copied.
+    """
+    swapped: list[tuple[nn.Module, str, nn.Module]] = []
+    for parent in list(model.modules()):
+        if isinstance(parent, FusableAttention):
+            continue
+        for name, child in list(parent.named_children()):
+            if supports_fusable_attention(child):
+                setattr(parent, name, FusableAttention(child))  # type: ignore[arg-type]
+                swapped.append((parent, name, child))
+    try:
+        yield len(swapped)
+    finally:
+        for parent, name, child in reversed(swapped):
+            setattr(parent, name, child)
 
 
 @contextlib.contextmanager

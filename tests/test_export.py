@@ -360,3 +360,72 @@ def test_refuses_model_with_other_tokenizer(tiny_arch: str, tiny_model: torch.nn
     with pytest.raises(ConfigError, match="cannot reproduce"):
         oclip.export_pretrained(name, checkpoint=ckpt, out_dir=tmp_path / "out", method="legacy")
     assert not (tmp_path / "out").exists()
+
+
+def test_fused_export_records_fusions(bundle: oclip.ExportReport) -> None:
+    fusions = bundle.manifest.source.recipe["export"]["fusions"]
+    assert bundle.manifest.source.recipe["export"]["fuse"] is True
+    assert fusions["attention_modules_rewritten"] == 4  # 2 visual + 2 text layers
+    for tower in ("visual", "text"):
+        ops = fusions[tower]["ops"]
+        # one attention and one bias+GELU per layer, residual+LayerNorm twice per layer
+        assert ops.get("Attention", 0) + ops.get("MultiHeadAttention", 0) == 2, ops
+        assert ops["BiasGelu"] == 2 and ops["SkipLayerNormalization"] == 4, ops
+        g = onnx.load(str(bundle.out_dir / f"{tower}.onnx"))
+        assert {n.op_type for n in g.graph.node if n.domain == "com.microsoft"} >= {"BiasGelu", "SkipLayerNormalization"}
+        assert not any(n.op_type == "Softmax" for n in g.graph.node)  # attention really fused
+    # the fused graphs went through the same parity gate
+    assert bundle.visual_min_cosine >= 0.9999 and bundle.text_min_cosine >= 0.9999
+
+
+def test_unfused_export(tiny_model: torch.nn.Module, tmp_path: Path) -> None:
+    rep = _export(tiny_model, tmp_path / "plain", fuse=False, method="legacy")
+    export = rep.manifest.source.recipe["export"]
+    assert export["fuse"] is False and export["fusions"] is None
+    for tower in ("visual", "text"):
+        g = onnx.load(str(rep.out_dir / f"{tower}.onnx"))
+        assert not [n.op_type for n in g.graph.node if n.domain == "com.microsoft"]
+    assert rep.visual_min_cosine >= 0.9999 and rep.text_min_cosine >= 0.9999
+    # the export put the model's own attention modules back
+    assert all(type(m).__name__ != "FusableAttention" for m in tiny_model.modules())
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_fusable_attention_matches_torch(batch_first: bool) -> None:
+    from onnx_export.towers import FusableAttention, fusable_attention
+
+    torch.manual_seed(1)
+    mha = torch.nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
+    x = torch.randn(3, 5, 16) if batch_first else torch.randn(5, 3, 16)
+    causal = torch.full((5, 5), float("-inf")).triu(1)
+    holder = torch.nn.Sequential(mha)
+    with torch.no_grad():
+        for mask in (None, causal, causal.isinf()):
+            ref = mha(x, x, x, need_weights=False, attn_mask=mask)[0]
+            with fusable_attention(holder) as n:
+                assert n == 1 and isinstance(holder[0], FusableAttention)
+                got = holder[0](x, x, x, need_weights=False, attn_mask=mask)[0]
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    assert holder[0] is mha
+
+
+def test_frame_encoder_sub_batches(bundle: oclip.ExportReport, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vtr_qdrant.encoders import CPU_FRAME_BATCH, FrameEncoder
+
+    enc = ModelBundle.load(bundle.out_dir).frame_encoder()
+    assert enc.batch_size == CPU_FRAME_BATCH
+    sizes: list[int] = []
+    real = FrameEncoder._run
+
+    def spy(self: FrameEncoder, batch: np.ndarray) -> np.ndarray:
+        sizes.append(len(batch))
+        return real(self, batch)
+
+    monkeypatch.setattr(FrameEncoder, "_run", spy)
+    frames = np.random.default_rng(0).integers(0, 255, (CPU_FRAME_BATCH * 2 + 3, 32, 32, 3), dtype=np.uint8)
+    out = enc.encode(frames)
+    assert sizes == [CPU_FRAME_BATCH, CPU_FRAME_BATCH, 3]
+    sizes.clear()
+    whole = FrameEncoder(enc.bundle, batch_size=len(frames)).encode(frames)
+    assert sizes == [len(frames)]
+    np.testing.assert_allclose(out, whole, atol=1e-5)

@@ -160,8 +160,10 @@ class ModelBundle:
 
         return TextEncoder(self, device=device, batch_size=batch_size, intra_op_threads=intra_op_threads)
 
-    def frame_encoder(self, *, device: Device = "cpu", batch_size: int = 32, intra_op_threads: int | None = None) -> FrameEncoder:
-        """A :class:`~vtr_qdrant.encoders.FrameEncoder` over this bundle's image tower."""
+    def frame_encoder(
+        self, *, device: Device = "cpu", batch_size: int | None = None, intra_op_threads: int | None = None
+    ) -> FrameEncoder:
+        """A :class:`~vtr_qdrant.encoders.FrameEncoder` over this bundle's image tower (``batch_size`` None: per device)."""
         from .encoders import FrameEncoder
 
         return FrameEncoder(self, device=device, batch_size=batch_size, intra_op_threads=intra_op_threads)
