@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             row["ort_int8_vs_torch"] = row["ort_int8"] / row["torch_fp32"]
             row["ort_int8_vs_ort_fp32"] = row["ort_int8"] / row["ort_fp32"]
             image_rows.append(row)
-            log.info("batch %d: %s", b, {k: round(v, 2) for k, v in row.items()})
+            log.info("batch %d: %s", b, {k: round(v, 2) for k, v in row.items() if isinstance(v, float)})
 
         tok = ClipTokenizer(default_bpe(), context_length=ctx)
         ids = np.asarray(tok.tokenize(QUERIES), dtype=np.int64)
