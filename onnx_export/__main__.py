@@ -44,9 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse the export below this torch-vs-ONNX cosine (default 0.9999)")
     c.add_argument("--exporter", choices=["auto", "dynamo", "legacy"], default="auto",
                    help="torch.onnx exporter (default auto: dynamo, falling back to legacy)")
-    c.add_argument("--no-fuse", dest="fuse", action="store_false",
-                   help="keep plain ONNX graphs (default: fuse attention, residual+LayerNorm and bias+GELU "
-                        "into onnxruntime contrib ops)")
+    c.add_argument("--fuse", action="store_true",
+                   help="fuse attention, residual+LayerNorm and bias+GELU into onnxruntime contrib ops "
+                        "(default: plain ONNX graphs)")
     c.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     c.add_argument("--cache-dir", help="open_clip download cache folder")
     c.add_argument("-v", "--verbose", action="store_true", help="debug logging")

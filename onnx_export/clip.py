@@ -282,7 +282,7 @@ def export_model(
     opt_level: OptLevel | None = None,
     method: ExportMethod = "auto",
     overwrite: bool = False,
-    fuse: bool = True,
+    fuse: bool = False,
 ) -> ExportReport:
     """Export an open_clip model's two towers to a bundle folder, verified against torch.
 
@@ -320,6 +320,9 @@ def export_model(
             the plain graphs, recorded under ``recipe["export"]["fusions"]``; the graphs then need
             onnxruntime (CPU or CUDA) rather than any ONNX runtime. If the fusion pass fails the
             plain graphs are kept, with a warning and the error in the manifest.
+            Off by default: on a 2-core AVX2 CPU the fused ViT-B/32 tower measured 0-13 % faster
+            at batch 16/64 but slower at batch 1 (benchmarks/bench_encoders.py); enable it
+            where a benchmark on the target machine shows a gain.
 
     Returns:
         An :class:`ExportReport`.

@@ -84,7 +84,7 @@ def _export(model: torch.nn.Module, out_dir: Path, **kw: object) -> oclip.Export
 @pytest.fixture(scope="module")
 def bundle(tiny_model: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> oclip.ExportReport:
     # The default exporter path (dynamo, legacy fallback); other tests use the faster legacy one.
-    return _export(tiny_model, tmp_path_factory.mktemp("b") / "tiny")
+    return _export(tiny_model, tmp_path_factory.mktemp("b") / "tiny", fuse=True)
 
 
 def _torch_text(model: torch.nn.Module, texts: list[str]) -> np.ndarray:
@@ -379,7 +379,7 @@ def test_fused_export_records_fusions(bundle: oclip.ExportReport) -> None:
 
 
 def test_unfused_export(tiny_model: torch.nn.Module, tmp_path: Path) -> None:
-    rep = _export(tiny_model, tmp_path / "plain", fuse=False, method="legacy")
+    rep = _export(tiny_model, tmp_path / "plain", method="legacy")  # fuse defaults to False
     export = rep.manifest.source.recipe["export"]
     assert export["fuse"] is False and export["fusions"] is None
     for tower in ("visual", "text"):
