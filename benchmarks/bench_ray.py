@@ -6,7 +6,7 @@ arm against the same round's decode + encode) and their median is reported:
 
 * ``decode only``  — :func:`vtr_qdrant.video.sample_frames` over every video, 2 threads (ffmpeg
   subprocesses), nothing else;
-* ``encode only``  — the bundle's frame encoder over every decoded frame (batches of 64);
+* ``encode only``  — the bundle's frame encoder over every decoded frame (its per-device run size);
 * ``in-process``   — ``VideoCollection.add_videos`` (threaded decode overlapped with encoding);
 * ``ray warm``     — :func:`ray_jobs.pipeline.run_job` with Ray already initialised (includes
   the actor pool start and planning, into an in-memory collection from the driver);
@@ -221,7 +221,7 @@ def main() -> None:
             return np.concatenate([s.images for s in pool.map(decode_one, uris)])
 
     images = decode_only()
-    encoder = bundle.frame_encoder(batch_size=64)
+    encoder = bundle.frame_encoder()
     encoder.encode(images[:2])
 
     def encode_only() -> None:

@@ -54,7 +54,7 @@ class FrameEncodeActor:
     Args:
         bundle: bundle folder or name (resolved and checksum-verified once per actor).
         device: ``cpu`` or ``cuda``.
-        batch_frames: frames per ONNX run.
+        batch_frames: frames per ONNX run (None: the encoder's per-device default).
         intra_op_threads: ONNX Runtime threads (None: its default).
         expected_fingerprint: the fingerprint the driver resolved; a node whose copy of the bundle
             differs refuses to start instead of mixing models in one collection.
@@ -66,7 +66,7 @@ class FrameEncodeActor:
         self,
         bundle: str,
         device: Device = "cpu",
-        batch_frames: int = 64,
+        batch_frames: int | None = None,
         intra_op_threads: int | None = None,
         expected_fingerprint: str | None = None,
         verified: dict[str, Any] | None = None,
