@@ -26,6 +26,17 @@ def other_bundle(tmp_path_factory: pytest.TempPathFactory) -> ModelBundle:
     return make_test_bundle(tmp_path_factory.mktemp("bundle2"), seed=1, name="other")
 
 
+@pytest.fixture(scope="module")
+def ray_session() -> Iterator[None]:
+    """A local Ray cluster for one test module: 2 CPUs, no dashboard."""
+    import logging
+
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(params=["memory", "path"])
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QdrantClient]:
     """qdrant-client local mode, in memory and on disk."""

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -185,15 +184,6 @@ pytest.importorskip("imageio_ffmpeg")
 
 from ray_jobs.pipeline import run_job  # noqa: E402
 from ray_jobs.report import read_failures  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[None]:
-    import logging
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

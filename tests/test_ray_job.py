@@ -9,7 +9,6 @@ actor) with injected transient errors and timeouts, and a job killed with SIGKIL
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import signal
@@ -17,7 +16,6 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +52,6 @@ BAD = {  # name -> expected (stage, reason)
     "sneaky": ("decode", "playlist"),
     "image": ("decode", "not_a_video"),
 }
-
-
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
