@@ -131,8 +131,8 @@ class VideoCollection:
             and make stage 1 frame-aware (half the candidates by pooled cosine, half by the best
             frame), so a query describing a short moment still reaches stage 2. Two-stage recall@10 vs
             exhaustive at K=100 (benchmarks/bench_recall.py): 0.96 pooled-only vs 1.00 frame-aware
-            on 100k synthetic videos with exact stage 1; 0.90 vs 0.99 on 30k through Qdrant Edge
-            HNSW. Costs index memory/build time for F x N vectors (Edge, 2 cores: ~170 s per 10k
+            on 100k synthetic videos with exact stage 1; 0.949 vs 0.992 on the same 100k through
+            Qdrant Edge HNSW. Costs index memory/build time for F x N vectors (Edge, 2 cores: ~170 s per 10k
             12-frame videos) and about twice the stage-1 latency. An existing collection keeps what it was created with.
 
     Raises:
