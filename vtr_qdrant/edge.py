@@ -43,7 +43,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 import weakref
 from collections.abc import Sequence
@@ -55,6 +54,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import models
 
+from ._atomic import atomic_write_text
 from ._optional import require
 from .errors import ConfigError, StorageError
 from .points import VECTOR_FRAMES, VECTOR_POOLED, PointData
@@ -356,16 +356,7 @@ class EdgeBackend(StorageBackend):
 
     @staticmethod
     def _write_json_atomic(file: Path, data: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, indent=2, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(file, json.dumps(data, indent=2, sort_keys=True))
         EdgeBackend._fsync_dir(file.parent)  # make the rename itself durable
 
     @staticmethod

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ._atomic import atomic_write_text
 from .errors import ArtifactError
 
 __all__ = [
@@ -197,7 +197,7 @@ def write_manifest(bundle_dir: str | os.PathLike[str], manifest: BundleManifest)
         files[rel] = sha256_file(p)
     done = manifest.model_copy(update={"files": files, "created_at": manifest.created_at or _now()})
     done = done.model_copy(update={"fingerprint": done.compute_fingerprint()})
-    _atomic_write_text(root / MANIFEST_FILE, done.model_dump_json(indent=2) + "\n")
+    atomic_write_text(root / MANIFEST_FILE, done.model_dump_json(indent=2) + "\n")
     return done
 
 
@@ -220,14 +220,3 @@ def _now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

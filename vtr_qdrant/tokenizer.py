@@ -32,7 +32,6 @@ import gzip
 import heapq
 import html
 import os
-import tempfile
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -45,6 +44,7 @@ import ftfy
 import numpy as np
 import regex
 
+from ._atomic import atomic_file
 from .errors import ArtifactError, ConfigError, InvalidInputError
 
 __all__ = ["DEFAULT_CONTEXT_LENGTH", "MAX_MERGES", "ClipTokenizer", "train_bpe_merges"]
@@ -500,16 +500,9 @@ def train_bpe_merges(corpus: Iterable[str], num_merges: int, out_path: str | os.
 
     out = Path(out_path)
     payload = "\n".join([_HEADER, *(f"{a} {b}" for a, b in merges)]).encode("utf-8")
-    tmp_name: str | None = None
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+        with atomic_file(out, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
             gz.write(payload)
-        os.replace(tmp_name, out)
-        tmp_name = None
     except OSError as e:
         raise ArtifactError(f"cannot write BPE merges file {out}: {e}") from e
-    finally:
-        if tmp_name is not None and os.path.exists(tmp_name):
-            os.unlink(tmp_name)
     return out

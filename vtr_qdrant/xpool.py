@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from ._atomic import atomic_file
 from ._optional import require
 from .aggregation import AggregationResult, Aggregator, check_inputs, masked_softmax
 from .errors import ArtifactError, ConfigError, InvalidInputError
@@ -352,14 +352,8 @@ class XPoolHead(Aggregator):
         arrays["num_heads"] = np.array(self.num_heads, dtype=np.int64)
         arrays["dim"] = np.array(self.dim, dtype=np.int64)
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)  # type: ignore[arg-type]
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(p, "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> XPoolHead:
