@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vtr_qdrant._atomic import atomic_file, atomic_write_text
 from vtr_qdrant.ingest import VideoFailure
 
 __all__ = ["JobReport", "write_failures", "read_failures"]
@@ -95,19 +96,18 @@ def write_failures(failures: list[VideoFailure], out_dir: str | os.PathLike[str]
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"failures.{fmt}"
-    tmp = path.with_suffix(path.suffix + ".tmp")
     rows = [f.model_dump() for f in failures]
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         table = pa.Table.from_pylist(rows, schema=pa.schema([(c, pa.string()) for c in FAILURE_COLUMNS]))
-        pq.write_table(table, tmp)
+        with atomic_file(path, "wb") as fb:
+            pq.write_table(table, fb)
     else:
-        with open(tmp, "w") as f:
+        with atomic_file(path) as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
     return path
 
 
@@ -128,7 +128,5 @@ def write_report(report: JobReport, out_dir: str | os.PathLike[str]) -> Path:
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / "report.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(report.model_dump_json(indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, report.model_dump_json(indent=2))
     return path
