@@ -9,12 +9,14 @@ the writer can report it; nothing raises out of a stage for a bad video.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vtr_qdrant.errors import VtrError
-from vtr_qdrant.ingest import VideoFailure
+
+if TYPE_CHECKING:
+    from vtr_qdrant.ingest import VideoFailure
 
 __all__ = ["Col", "set_error", "row_failure", "has_error", "STAGES"]
 
@@ -67,6 +69,8 @@ def has_error(row: Mapping[str, Any]) -> bool:
 
 def row_failure(row: Mapping[str, Any]) -> VideoFailure:
     """The failures-table entry of a failed row."""
+    from vtr_qdrant.ingest import VideoFailure  # qdrant-client: not needed by the encode actors
+
     return VideoFailure(
         uri=scalar_str(row[Col.URI]),
         video_id=scalar_str(row[Col.VIDEO_ID]),

@@ -37,3 +37,34 @@ def test_query_path_imports_nothing_heavy(test_bundle: ModelBundle) -> None:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["hit"] == "a"
     assert result["loaded"] == []
+
+
+LIGHT = r"""
+import json, sys
+import vtr_qdrant
+after_package = "qdrant_client" in sys.modules
+import ray_jobs.encode, vtr_qdrant.bundle, vtr_qdrant.encoders
+print(json.dumps({"package": after_package, "actor": [m for m in ("qdrant_client", "ray", "av") if m in sys.modules]}))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_package_and_encode_actor_import_no_qdrant_client() -> None:
+    # a Ray encode actor starts in a fresh worker for every job: it must not pay for
+    # qdrant-client's import (~0.7 s), which it never uses
+    out = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True, timeout=110, cwd=Path(__file__).parent.parent)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"package": False, "actor": []}
+
+
+def test_lazy_names_resolve() -> None:
+    import vtr_qdrant
+
+    for name in vtr_qdrant.__all__:
+        if name == "EdgeBackend":
+            continue  # the edge extra
+        assert getattr(vtr_qdrant, name) is not None, name
+    assert "VideoCollection" in dir(vtr_qdrant)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        vtr_qdrant.nope  # noqa: B018

@@ -9,22 +9,13 @@ aggregation (X-Pool) over each candidate's frames on the client.
     >>> videos = VideoCollection(QdrantClient(path="./qdrant"), "videos", bundle="synthetic-world/v1")
     >>> hits = videos.search("a red circle moving left", limit=5)
 
-Importing this package never imports torch, ray, open_clip or a video decoder.
+Importing this package never imports torch, ray, open_clip or a video decoder, and imports
+nothing heavy at all until a name is used: ``vtr_qdrant.VideoCollection`` loads qdrant-client, a
+Ray encode actor that only needs ``vtr_qdrant.bundle`` does not (PEP 562 lazy attributes).
 """
 
-from .aggregation import (
-    AggregationResult,
-    Aggregator,
-    MaxFrame,
-    MeanPooling,
-    SoftmaxPooling,
-    TopKFrames,
-    get_aggregator,
-)
-from .bundle import ModelBundle, resolve_bundle
-from .collection import EmbeddedVideo, StoredVideo, VideoCollection
-from .config import SamplingConfig
-from .encoders import FrameEncoder, TextEncoder
+from typing import TYPE_CHECKING
+
 from .errors import (
     ArtifactError,
     CollectionMismatchError,
@@ -38,8 +29,25 @@ from .errors import (
     VideoDecodeError,
     VtrError,
 )
-from .hits import Moment, VideoHit
-from .manifest import BundleManifest
+
+if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
+    from .aggregation import (
+        AggregationResult,
+        Aggregator,
+        MaxFrame,
+        MeanPooling,
+        SoftmaxPooling,
+        TopKFrames,
+        get_aggregator,
+    )
+    from .bundle import ModelBundle, resolve_bundle
+    from .collection import EmbeddedVideo, StoredVideo, VideoCollection
+    from .config import SamplingConfig
+    from .edge import EdgeBackend
+    from .encoders import FrameEncoder, TextEncoder
+    from .hits import Moment, VideoHit
+    from .manifest import BundleManifest
+    from .xpool import XPoolHead
 
 __version__ = "0.1.0"
 
@@ -78,14 +86,42 @@ __all__ = [
 ]
 
 
+
+# public name -> submodule that defines it; imported on first attribute access
+_LAZY = {
+    "AggregationResult": "aggregation",
+    "Aggregator": "aggregation",
+    "MaxFrame": "aggregation",
+    "MeanPooling": "aggregation",
+    "SoftmaxPooling": "aggregation",
+    "TopKFrames": "aggregation",
+    "get_aggregator": "aggregation",
+    "ModelBundle": "bundle",
+    "resolve_bundle": "bundle",
+    "EmbeddedVideo": "collection",
+    "StoredVideo": "collection",
+    "VideoCollection": "collection",
+    "SamplingConfig": "config",
+    "EdgeBackend": "edge",  # needs qdrant-edge-py (the edge extra)
+    "FrameEncoder": "encoders",
+    "TextEncoder": "encoders",
+    "Moment": "hits",
+    "VideoHit": "hits",
+    "BundleManifest": "manifest",
+    "XPoolHead": "xpool",
+}
+
+
 def __getattr__(name: str) -> object:
-    # Lazy: EdgeBackend needs qdrant-edge-py (the edge extra), XPoolHead is only needed for xpool.
-    if name == "EdgeBackend":
-        from .edge import EdgeBackend
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vtr_qdrant' has no attribute {name!r}")
+    import importlib
 
-        return EdgeBackend
-    if name == "XPoolHead":
-        from .xpool import XPoolHead
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-        return XPoolHead
-    raise AttributeError(f"module 'vtr_qdrant' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
