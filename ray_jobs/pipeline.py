@@ -3,7 +3,7 @@
 1. **Plan** (driver): resolve the bundle and the target (alias / versioned collection), list the
    sources with content hashes, skip unchanged videos, prune deleted ones.
 2. **Decode** (Ray tasks, ``decode.num_cpus`` each): :func:`ray_jobs.decode.decode_row`, one task
-   per video block; failures become rows.
+   per block of videos (:func:`videos_per_task`); failures become rows.
 3. **Encode** (actor pool, ``encode.num_cpus`` / ``encode.num_gpus`` per actor):
    :class:`ray_jobs.encode.FrameEncodeActor`. Its resources differ from the decode tasks' on
    purpose: equal requests make Ray fuse decoding into the actor, serially.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import time
 import warnings
@@ -27,6 +28,7 @@ from typing import Any
 
 from vtr_qdrant.bundle import resolve_bundle
 from vtr_qdrant.collection import VideoCollection
+from vtr_qdrant.config import SamplingConfig
 from vtr_qdrant.errors import VideoDecodeError
 from vtr_qdrant.ingest import VideoFailure
 from vtr_qdrant.storage import QdrantClientBackend, StorageBackend
@@ -39,7 +41,7 @@ from .report import JobReport, write_failures, write_report
 from .sink import QdrantDatasink, ServerClientFactory, WriteStats, failures_of, write_from_driver
 from .sources import VideoSource, is_remote, list_sources, sources_to_rows
 
-__all__ = ["run_job", "build_dataset", "ensure_ray", "open_target_client"]
+__all__ = ["run_job", "build_dataset", "ensure_ray", "open_target_client", "videos_per_task"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,32 @@ def ensure_ray(cfg: JobConfig) -> bool:
     return True
 
 
+#: auto ``decode.videos_per_task``: at most this many videos per decode task...
+AUTO_MAX_VIDEOS_PER_TASK = 8
+#: ...while every decode slot gets at least this many tasks (load balance, early first batches)...
+AUTO_TASKS_PER_SLOT = 4
+#: ...and one block's decoded frames stay under this many bytes
+AUTO_MAX_BLOCK_BYTES = 64 * 2**20
+
+
+def videos_per_task(cfg: JobConfig, n_videos: int, *, sampling: SamplingConfig, image_size: int, cluster_cpus: float) -> int:
+    """Videos per decode task: ``decode.videos_per_task`` when set, else the automatic choice.
+
+    Automatic: 1 when frames are sampled by ``fps`` (a block's size is unknown before decoding);
+    with ``num_frames`` F, ``min(8, ceil(n / (4 * slots)), 64 MiB // (F * S * S * 3))`` and at
+    least 1, where ``slots = cluster_cpus // decode.num_cpus`` (decode tasks that fit at once).
+    Larger tasks amortise Ray Data's per-task latency; 4 tasks per slot keep the load balanced.
+    """
+    if cfg.decode.videos_per_task is not None:
+        return cfg.decode.videos_per_task
+    if sampling.num_frames is None or n_videos <= 1:
+        return 1
+    slots = max(1, int(cluster_cpus // cfg.decode.num_cpus))
+    by_balance = math.ceil(n_videos / (AUTO_TASKS_PER_SLOT * slots))
+    by_bytes = AUTO_MAX_BLOCK_BYTES // (sampling.num_frames * image_size * image_size * 3)
+    return max(1, min(AUTO_MAX_VIDEOS_PER_TASK, by_balance, by_bytes))
+
+
 def build_dataset(
     cfg: JobConfig, sources: list[VideoSource], params: DecodeParams, fingerprint: str, *, bundle_path: str | None = None
 ) -> Any:
@@ -91,7 +119,13 @@ def build_dataset(
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = cfg.ray.progress
     rows = sources_to_rows(sources)
-    items = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), cfg.decode.max_blocks)))
+    per_task = videos_per_task(
+        cfg, len(rows), sampling=params.sampling, image_size=params.image_size,
+        cluster_cpus=float(ray.cluster_resources().get("CPU", 1.0)),
+    )
+    blocks = max(1, min(math.ceil(len(rows) / per_task), cfg.decode.max_blocks))
+    log.debug("%d videos in %d decode blocks (%d per task)", len(rows), blocks, per_task)
+    items = ray.data.from_items(rows, override_num_blocks=blocks)
     ds = items.map(
         functools.partial(decode_row, params=params),
         num_cpus=cfg.decode.num_cpus,

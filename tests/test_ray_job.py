@@ -110,11 +110,12 @@ def _failure_reasons(report: Any) -> dict[str, tuple[str, str]]:
 
 @pytest.mark.timeout(120)
 def test_stages_run_unfused_and_carry_failures_as_rows(ray_session: None, corpus: Path, test_bundle: ModelBundle, tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, test_bundle, sources=[str(corpus)])
+    cfg = _cfg(tmp_path, test_bundle, sources=[str(corpus)], decode={"videos_per_task": 2})
     sources = [VideoSource(str(corpus / "red-0.mp4"), "red-0"), VideoSource(str(corpus / "noise.mp4"), "noise")]
     params = DecodeParams(sampling=SamplingConfig(num_frames=4), image_size=32, timeout=30)
     ds = build_dataset(cfg, sources, params, test_bundle.fingerprint).materialize()
     stats = ds.stats()
+    assert "Map(decode_row): 1 tasks executed" in stats  # both videos in one block: a bad one fails only its row
     # decode tasks and encode actors are separate operators (fused, they would run serially)
     assert "Map(decode_row)->MapBatches" not in stats and "MapBatches(FrameEncodeActor)" in stats
     rows = {r[Col.VIDEO_ID]: r for r in ds.take_all()}

@@ -350,3 +350,26 @@ def test_encode_actor_rehashes_a_bundle_unless_the_driver_verified_these_files(t
     assert bundle_stamp(copy, "node-a") != stamp  # a rewritten file changes the stamp (mtime, maybe inode)
     with pytest.raises(ArtifactError, match="visual.onnx.*corrupt"):
         FrameEncodeActor(f"local-dir:{copy}", verified=bundle_stamp(copy, "node-a"))  # not the driver's node: hashed
+
+
+def test_videos_per_task_auto_and_explicit() -> None:
+    from ray_jobs.pipeline import videos_per_task
+    from vtr_qdrant import SamplingConfig
+
+    cfg = JobConfig.model_validate({"sources": ["/a"], "collection": "c", "qdrant": {"path": "/q"}})
+    twelve = SamplingConfig(num_frames=12)
+
+    def auto(n: int, cpus: float = 2, sampling: SamplingConfig = twelve, size: int = 224, c: JobConfig = cfg) -> int:
+        return videos_per_task(c, n, sampling=sampling, image_size=size, cluster_cpus=cpus)
+
+    assert auto(30) == 4  # 2 decode slots x 4 tasks each: ceil(30 / 8)
+    assert auto(60) == 8 and auto(10_000) == 8  # capped
+    assert auto(5) == 1 and auto(1) == 1 and auto(0) == 1
+    assert auto(10_000, cpus=2000) == 2  # a big cluster keeps every slot busy: ceil(10000 / 8000)
+    assert auto(10_000, size=512) == 7  # 64 MiB // (12 * 512 * 512 * 3 bytes) = 7 videos per block
+    assert auto(10_000, size=1024) == 1  # one video's frames are 36 MiB already
+    assert auto(10_000, sampling=SamplingConfig(fps=1.0)) == 1  # block size unknown before decoding
+    slow = JobConfig.model_validate({"sources": ["/a"], "collection": "c", "qdrant": {"path": "/q"}, "decode": {"num_cpus": 2}})
+    assert auto(30, c=slow) == 8 and auto(30, cpus=16, c=slow) == 1  # 1 slot vs 8 slots
+    fixed = JobConfig.model_validate({"sources": ["/a"], "collection": "c", "qdrant": {"path": "/q"}, "decode": {"videos_per_task": 3}})
+    assert auto(1000, c=fixed) == 3 and auto(1000, sampling=SamplingConfig(fps=1.0), c=fixed) == 3
