@@ -1,25 +1,29 @@
 """Ray ingestion job vs its parts vs the in-process path, same videos, same run.
 
-Measured in interleaved rounds (every arm once per round, the order reversed every other round,
-so a noisy neighbour or a drift slows every method alike); the ratios are taken per round (each
+Two phases, each in interleaved rounds (every arm once per round, the order reversed every other
+round, so a noisy neighbour or a drift slows every arm alike); ratios are taken per round (each
 arm against the same round's decode + encode) and their median is reported:
 
-* ``decode only``  — :func:`vtr_qdrant.video.sample_frames` over every video, 2 threads (ffmpeg
-  subprocesses), nothing else;
+1. **No Ray running**: ``decode only``, ``encode only``, ``in-process`` (the conditions an
+   in-process user has: Ray's idle daemons would take ~3% of this machine's CPU from every arm);
+2. **Ray initialised** (after a ``ray cold`` job: ``ray.init`` + the job, measured once):
+   ``decode only``, ``encode only``, ``ray warm``. The ray warm ratio is given against this
+   phase's bound (the target's) and, stricter, against phase 1's (a machine without Ray).
+
+* ``decode only``  — :func:`vtr_qdrant.video.sample_frames` over every video, 2 threads, nothing else;
 * ``encode only``  — the bundle's frame encoder over every decoded frame (its per-device run size);
 * ``in-process``   — ``VideoCollection.add_videos`` (threaded decode overlapped with encoding);
 * ``ray warm``     — :func:`ray_jobs.pipeline.run_job` with Ray already initialised (includes
-  the actor pool start and planning, into an in-memory collection from the driver);
-* ``ray cold``     — ``ray.init`` + the same job (measured once, first; ``ray.shutdown`` reported apart).
+  the actor pool start and planning, into an in-memory collection from the driver).
 
 On a CPU-only machine decode and encode share the cores, so the bound is their sum. Targets
 (issue #6): ray warm <= 1.15 x (decode + encode), in-process <= 1.0 x.
 
-Besides wall time every arm records CPU seconds: this process and every descendant (ffmpeg, and
-the local Ray cluster's raylet, GCS and workers, whose ffmpeg children are folded into them) from
-``/proc``, and the whole machine's busy CPU from ``/proc/stat``. ``cpu x bound`` compares the
-work done with the standalone stages' work (above 1: real extra work; wall above CPU/cores: idle
-or waiting), and ``others`` is the CPU that other programs used meanwhile (noise).
+Besides wall time every arm records CPU seconds: this process and every descendant (ffmpeg /
+PyAV workers, and the local Ray cluster's raylet, GCS and workers) from ``/proc``, sampled every
+0.5 s by a thread (10 Hz sampling measurably slowed the arms), and the whole machine's busy CPU
+from ``/proc/stat``. ``cpu x bound`` compares the work done with the standalone stages' work, and
+``others`` is the CPU that other programs used meanwhile (noise).
 
     python benchmarks/bench_ray.py [--videos 40] [--frames 12] [--rounds 3] [--bundle NAME]
 
@@ -102,7 +106,7 @@ class TreeCpuMeter:
     is taken out of that parent's ``cutime`` growth so it is not counted twice; children too
     short-lived to be sampled count through their parent's ``cutime``."""
 
-    def __init__(self, interval: float = 0.1) -> None:
+    def __init__(self, interval: float = 0.5) -> None:
         import threading
 
         self.interval = interval
@@ -253,76 +257,95 @@ def main() -> None:
         assert rep.ingested == len(uris), rep.summary()
         reports.append(rep)
 
-    # cold: ray.init inside the job, first thing
+    def run_rounds(fns: dict[str, Any], label: str) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float]]]:
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        cpu: dict[str, list[float]] = {k: [] for k in fns}
+        others: dict[str, list[float]] = {k: [] for k in fns}
+        for r in range(args.rounds):
+            order = list(fns) if r % 2 == 0 else list(reversed(fns))  # ABC CBA ...: drift hits all alike
+            for name in order:
+                meter, b0, t = TreeCpuMeter().start(), machine_busy_seconds(), time.perf_counter()
+                fns[name]()
+                wall = time.perf_counter() - t
+                own = meter.stop()
+                times[name].append(wall)
+                cpu[name].append(own)
+                others[name].append(max(0.0, machine_busy_seconds() - b0 - own))
+            bound_r = times["decode only"][-1] + times["encode only"][-1]
+            last = list(fns)[-1]
+            print(f"{label} round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s (cpu {cpu[k][-1]:.1f})" for k, v in times.items())
+                  + f"; {last} {times[last][-1] / bound_r:.3f}x", flush=True)
+        return times, cpu, others
+
+    # phase 1: no Ray running
+    assert not ray.is_initialized()
+    times1, cpu1, others1 = run_rounds({"decode only": decode_only, "encode only": encode_only, "in-process": in_process}, "no ray")
+
+    # phase 2: ray.init inside the first (cold) job, then warm jobs
     t = time.perf_counter()
     ray_job()
     cold = time.perf_counter() - t
     cold_init = reports[-1].seconds.get("ray_init", 0.0)
-
-    fns = {"decode only": decode_only, "encode only": encode_only, "in-process": in_process, "ray warm": ray_job}
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    cpu: dict[str, list[float]] = {k: [] for k in fns}
-    others: dict[str, list[float]] = {k: [] for k in fns}
-    for r in range(args.rounds):
-        order = list(fns) if r % 2 == 0 else list(reversed(fns))  # ABCD DCBA ...: drift hits all alike
-        for name in order:
-            meter, b0, t = TreeCpuMeter().start(), machine_busy_seconds(), time.perf_counter()
-            fns[name]()
-            wall = time.perf_counter() - t
-            own = meter.stop()
-            times[name].append(wall)
-            cpu[name].append(own)
-            others[name].append(max(0.0, machine_busy_seconds() - b0 - own))
-        bound_r = times["decode only"][-1] + times["encode only"][-1]
-        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s (cpu {cpu[k][-1]:.1f})" for k, v in times.items())
-              + f"; ray warm {times['ray warm'][-1] / bound_r:.3f}x, in-process {times['in-process'][-1] / bound_r:.3f}x", flush=True)
+    times2, cpu2, others2 = run_rounds({"decode only": decode_only, "encode only": encode_only, "ray warm": ray_job}, "ray up")
     t = time.perf_counter()
     ray.shutdown()
     shutdown = time.perf_counter() - t
 
-    def per_round(name: str, what: dict[str, list[float]]) -> list[float]:
-        return [what[name][i] / (what["decode only"][i] + what["encode only"][i]) for i in range(args.rounds)]
+    def per_round(name: str, what: dict[str, list[float]], base: dict[str, list[float]] | None = None) -> list[float]:
+        base = base or what
+        return [what[name][i] / (base["decode only"][i] + base["encode only"][i]) for i in range(args.rounds)]
 
-    ratios = {k: per_round(k, times) for k in ("in-process", "ray warm")}
-    cpu_ratios = {k: per_round(k, cpu) for k in ("in-process", "ray warm")}
-    med = {k: statistics.median(v) for k, v in times.items()}
-    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
-    med_others = {k: statistics.median(v) for k, v in others.items()}
-    bound = med["decode only"] + med["encode only"]
-    bound_cpu = med_cpu["decode only"] + med_cpu["encode only"]
+    def bound_of(what: dict[str, list[float]]) -> float:
+        return statistics.median(what["decode only"]) + statistics.median(what["encode only"])
+
+    med = statistics.median
+    ratios = {"in-process": per_round("in-process", times1), "ray warm": per_round("ray warm", times2),
+              "ray warm vs no-ray bound": per_round("ray warm", times2, times1)}
+    cpu_ratios = {"in-process": per_round("in-process", cpu1), "ray warm": per_round("ray warm", cpu2)}
+    bound1, bound2 = bound_of(times1), bound_of(times2)
+    bound1_cpu, bound2_cpu = bound_of(cpu1), bound_of(cpu2)
     n_frames = len(uris) * args.frames
     warm_reports = reports[1:]
-    pipeline = statistics.median(r.seconds["pipeline"] for r in warm_reports)
+    pipeline = med([r.seconds["pipeline"] for r in warm_reports])
 
-    def row(label: str, name: str | None, wall: float, ratio: float, c: float | None, cr: float | None) -> list[Any]:
+    def row(label: str, wall: float, ratio: float, c: float | None = None, cr: float | None = None, oth: list[float] | None = None) -> list[Any]:
         return [label, wall, n_frames / wall, ratio, c if c is not None else "", (c / wall) if c is not None else "",
-                cr if cr is not None else "", med_others[name] if name else ""]
+                cr if cr is not None else "", med(oth) if oth else ""]
 
     rows = [
-        row("decode only (2 threads)", "decode only", med["decode only"], med["decode only"] / bound, med_cpu["decode only"], med_cpu["decode only"] / bound_cpu),
-        row("encode only", "encode only", med["encode only"], med["encode only"] / bound, med_cpu["encode only"], med_cpu["encode only"] / bound_cpu),
-        row("decode + encode (bound)", None, bound, 1.0, bound_cpu, 1.0),
-        row("in-process add_videos", "in-process", med["in-process"], statistics.median(ratios["in-process"]),
-            med_cpu["in-process"], statistics.median(cpu_ratios["in-process"])),
-        row("ray warm run_job", "ray warm", med["ray warm"], statistics.median(ratios["ray warm"]),
-            med_cpu["ray warm"], statistics.median(cpu_ratios["ray warm"])),
-        row("  of which pipeline", None, pipeline, pipeline / bound, None, None),
-        row("ray cold (init + job)", None, cold, cold / bound, None, None),
+        row("no ray: decode only (2 threads)", med(times1["decode only"]), med(times1["decode only"]) / bound1,
+            med(cpu1["decode only"]), med(cpu1["decode only"]) / bound1_cpu, others1["decode only"]),
+        row("no ray: encode only", med(times1["encode only"]), med(times1["encode only"]) / bound1,
+            med(cpu1["encode only"]), med(cpu1["encode only"]) / bound1_cpu, others1["encode only"]),
+        row("no ray: decode + encode (bound)", bound1, 1.0, bound1_cpu, 1.0),
+        row("in-process add_videos", med(times1["in-process"]), med(ratios["in-process"]),
+            med(cpu1["in-process"]), med(cpu_ratios["in-process"]), others1["in-process"]),
+        row("ray up: decode only (2 threads)", med(times2["decode only"]), med(times2["decode only"]) / bound2,
+            med(cpu2["decode only"]), med(cpu2["decode only"]) / bound2_cpu, others2["decode only"]),
+        row("ray up: encode only", med(times2["encode only"]), med(times2["encode only"]) / bound2,
+            med(cpu2["encode only"]), med(cpu2["encode only"]) / bound2_cpu, others2["encode only"]),
+        row("ray up: decode + encode (bound)", bound2, 1.0, bound2_cpu, 1.0),
+        row("ray warm run_job", med(times2["ray warm"]), med(ratios["ray warm"]),
+            med(cpu2["ray warm"]), med(cpu_ratios["ray warm"]), others2["ray warm"]),
+        row("  of which pipeline", pipeline, pipeline / bound2),
+        row("  vs the no-ray bound", med(times2["ray warm"]), med(ratios["ray warm vs no-ray bound"])),
+        row("ray cold (init + job)", cold, cold / bound2),
     ]
     print()
     print_table(["method", "seconds", "frames/s", "x bound", "cpu s", "cores busy", "cpu x bound", "others cpu s"], rows)
     print("per-round x bound: " + "; ".join(f"{k} " + " ".join(f"{x:.3f}" for x in v) for k, v in ratios.items()))
     print(f"ray.init {cold_init:.2f} s, ray.shutdown {shutdown:.2f} s; targets: ray warm <= 1.15x, in-process <= 1.0x "
-          "(x bound: median of per-round ratios)")
+          "(x bound: median of per-round ratios, each against its own phase's bound)")
     path = write_json(args.name, {
         "config": vars(args), "bundle": bundle.name, "frames": n_frames,
-        "seconds": times, "cpu_seconds": cpu, "others_cpu_seconds": others, "median": med, "median_cpu": med_cpu,
-        "bound": bound, "bound_cpu": bound_cpu,
+        "no_ray": {"seconds": times1, "cpu_seconds": cpu1, "others_cpu_seconds": others1, "bound": bound1, "bound_cpu": bound1_cpu},
+        "ray_up": {"seconds": times2, "cpu_seconds": cpu2, "others_cpu_seconds": others2, "bound": bound2, "bound_cpu": bound2_cpu},
         "ray_cold": cold, "ray_init": cold_init, "ray_shutdown": shutdown, "ray_pipeline_median": pipeline,
         "per_round_ratios": ratios, "per_round_cpu_ratios": cpu_ratios,
-        "ratios": {"ray_warm": statistics.median(ratios["ray warm"]), "in_process": statistics.median(ratios["in-process"]),
-                   "ray_pipeline": pipeline / bound, "ray_cold": cold / bound,
-                   "ray_warm_cpu": statistics.median(cpu_ratios["ray warm"]), "in_process_cpu": statistics.median(cpu_ratios["in-process"])},
+        "ratios": {"ray_warm": med(ratios["ray warm"]), "in_process": med(ratios["in-process"]),
+                   "ray_warm_vs_no_ray_bound": med(ratios["ray warm vs no-ray bound"]),
+                   "ray_pipeline": pipeline / bound2, "ray_cold": cold / bound2,
+                   "ray_warm_cpu": med(cpu_ratios["ray warm"]), "in_process_cpu": med(cpu_ratios["in-process"])},
         "warm_reports": [r.model_dump(exclude={"ingested_ids", "failures"}) for r in warm_reports],
     })
     print(f"wrote {path}")
