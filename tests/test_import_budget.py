@@ -44,7 +44,8 @@ import json, sys
 import vtr_qdrant
 after_package = "qdrant_client" in sys.modules
 import ray_jobs.encode, vtr_qdrant.bundle, vtr_qdrant.encoders
-print(json.dumps({"package": after_package, "actor": [m for m in ("qdrant_client", "ray", "av") if m in sys.modules]}))
+actor = [m for m in ("qdrant_client", "ray", "av") if m in sys.modules]
+print(json.dumps({"package": after_package, "actor": actor, "submodule": vtr_qdrant.storage.__name__}))
 """
 
 
@@ -55,7 +56,7 @@ def test_package_and_encode_actor_import_no_qdrant_client() -> None:
     out = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True, timeout=110, cwd=Path(__file__).parent.parent)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result == {"package": False, "actor": []}
+    assert result == {"package": False, "actor": [], "submodule": "vtr_qdrant.storage"}
 
 
 def test_lazy_names_resolve() -> None:

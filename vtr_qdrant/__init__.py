@@ -113,11 +113,15 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> object:
+    import importlib
+    import importlib.util
+
     module = _LAZY.get(name)
     if module is None:
+        # ``import vtr_qdrant; vtr_qdrant.storage...`` keeps working for submodules too
+        if not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            return importlib.import_module(f".{name}", __name__)
         raise AttributeError(f"module 'vtr_qdrant' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value  # later lookups skip this function
     return value
