@@ -131,40 +131,32 @@ def _child_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def timed(fn: Any, repeat: int) -> tuple[float, float, Any]:
-    """Best wall seconds, CPU seconds of ffmpeg children for that call, and the result."""
-    best, best_cpu, out = float("inf"), float("inf"), None
-    for _ in range(repeat):
-        c, t = _child_cpu(), time.perf_counter()
-        out = fn()
-        wall, cpu = time.perf_counter() - t, _child_cpu() - c
-        if wall < best:
-            best, best_cpu = wall, cpu
-    return best, best_cpu, out
-
-
-def timed_inproc(fn: Any, repeat: int) -> tuple[float, float, Any]:
-    """Best wall seconds, this process's CPU seconds for that call (fn returns (result, cpu))."""
+def best_of(call: Any, repeat: int) -> tuple[float, float, Any]:
+    """Best wall seconds over ``repeat`` calls, that call's CPU seconds, and the result
+    (``call`` returns ``(result, cpu seconds)``)."""
     best, best_cpu, out = float("inf"), float("inf"), None
     for _ in range(repeat):
         t = time.perf_counter()
-        out, cpu = fn()
+        out, cpu = call()
         wall = time.perf_counter() - t
         if wall < best:
             best, best_cpu = wall, cpu
     return best, best_cpu, out
+
+
+def timed(fn: Any, repeat: int) -> tuple[float, float, Any]:
+    """:func:`best_of` with the CPU seconds of the call's ffmpeg children."""
+    def call() -> tuple[Any, float]:
+        c = _child_cpu()
+        out = fn()
+        return out, _child_cpu() - c
+
+    return best_of(call, repeat)
 
 
 def timed_worker(fn: Any, repeat: int) -> tuple[float, float, Any]:
-    """Best wall seconds and the PyAV worker's CPU seconds for that call."""
-    best, best_cpu, out = float("inf"), float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        wall = time.perf_counter() - t
-        if wall < best:
-            best, best_cpu = wall, _pyav_pool.last_cpu_seconds()
-    return best, best_cpu, out
+    """:func:`best_of` with the PyAV worker's CPU seconds for the call."""
+    return best_of(lambda: (fn(), _pyav_pool.last_cpu_seconds()), repeat)
 
 
 def main() -> None:
@@ -200,7 +192,7 @@ def main() -> None:
                     sec, cpu, fr = timed(lambda: full_pass(path, args.size, **sampling), repeat)
                     ref = fr
                 elif method == "pyav_full":
-                    sec, cpu, fr = timed_inproc(lambda: pyav_full_pass(path, args.size, **sampling), repeat)
+                    sec, cpu, fr = best_of(lambda: pyav_full_pass(path, args.size, **sampling), repeat)  # returns its own CPU
                 elif method.startswith("pyav_"):
                     m = method[len("pyav_"):]
                     sec, cpu, fr = timed_worker(lambda m=m: video.sample_frames(

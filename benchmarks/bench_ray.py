@@ -303,7 +303,6 @@ def main() -> None:
               "ray warm vs no-ray bound": per_round("ray warm", times2, times1)}
     cpu_ratios = {"in-process": per_round("in-process", cpu1), "ray warm": per_round("ray warm", cpu2)}
     bound1, bound2 = bound_of(times1), bound_of(times2)
-    bound1_cpu, bound2_cpu = bound_of(cpu1), bound_of(cpu2)
     n_frames = len(uris) * args.frames
     warm_reports = reports[1:]
     pipeline = med([r.seconds["pipeline"] for r in warm_reports])
@@ -312,19 +311,19 @@ def main() -> None:
         return [label, wall, n_frames / wall, ratio, c if c is not None else "", (c / wall) if c is not None else "",
                 cr if cr is not None else "", med(oth) if oth else ""]
 
+    def phase_rows(phase: str, times: dict[str, list[float]], cpu: dict[str, list[float]], others: dict[str, list[float]]) -> list[list[Any]]:
+        """The standalone arms of one phase and their sum, the bound of that phase's ratios."""
+        bound, bound_cpu = bound_of(times), bound_of(cpu)
+        return [*(row(f"{phase}: {name}{' (2 threads)' if name == 'decode only' else ''}", med(times[name]),
+                      med(times[name]) / bound, med(cpu[name]), med(cpu[name]) / bound_cpu, others[name])
+                  for name in ("decode only", "encode only")),
+                row(f"{phase}: decode + encode (bound)", bound, 1.0, bound_cpu, 1.0)]
+
     rows = [
-        row("no ray: decode only (2 threads)", med(times1["decode only"]), med(times1["decode only"]) / bound1,
-            med(cpu1["decode only"]), med(cpu1["decode only"]) / bound1_cpu, others1["decode only"]),
-        row("no ray: encode only", med(times1["encode only"]), med(times1["encode only"]) / bound1,
-            med(cpu1["encode only"]), med(cpu1["encode only"]) / bound1_cpu, others1["encode only"]),
-        row("no ray: decode + encode (bound)", bound1, 1.0, bound1_cpu, 1.0),
+        *phase_rows("no ray", times1, cpu1, others1),
         row("in-process add_videos", med(times1["in-process"]), med(ratios["in-process"]),
             med(cpu1["in-process"]), med(cpu_ratios["in-process"]), others1["in-process"]),
-        row("ray up: decode only (2 threads)", med(times2["decode only"]), med(times2["decode only"]) / bound2,
-            med(cpu2["decode only"]), med(cpu2["decode only"]) / bound2_cpu, others2["decode only"]),
-        row("ray up: encode only", med(times2["encode only"]), med(times2["encode only"]) / bound2,
-            med(cpu2["encode only"]), med(cpu2["encode only"]) / bound2_cpu, others2["encode only"]),
-        row("ray up: decode + encode (bound)", bound2, 1.0, bound2_cpu, 1.0),
+        *phase_rows("ray up", times2, cpu2, others2),
         row("ray warm run_job", med(times2["ray warm"]), med(ratios["ray warm"]),
             med(cpu2["ray warm"]), med(cpu_ratios["ray warm"]), others2["ray warm"]),
         row("  of which pipeline", pipeline, pipeline / bound2),
@@ -338,8 +337,8 @@ def main() -> None:
           "(x bound: median of per-round ratios, each against its own phase's bound)")
     path = write_json(args.name, {
         "config": vars(args), "bundle": bundle.name, "frames": n_frames,
-        "no_ray": {"seconds": times1, "cpu_seconds": cpu1, "others_cpu_seconds": others1, "bound": bound1, "bound_cpu": bound1_cpu},
-        "ray_up": {"seconds": times2, "cpu_seconds": cpu2, "others_cpu_seconds": others2, "bound": bound2, "bound_cpu": bound2_cpu},
+        "no_ray": {"seconds": times1, "cpu_seconds": cpu1, "others_cpu_seconds": others1, "bound": bound1, "bound_cpu": bound_of(cpu1)},
+        "ray_up": {"seconds": times2, "cpu_seconds": cpu2, "others_cpu_seconds": others2, "bound": bound2, "bound_cpu": bound_of(cpu2)},
         "ray_cold": cold, "ray_init": cold_init, "ray_shutdown": shutdown, "ray_pipeline_median": pipeline,
         "per_round_ratios": ratios, "per_round_cpu_ratios": cpu_ratios,
         "ratios": {"ray_warm": med(ratios["ray warm"]), "in_process": med(ratios["in-process"]),
