@@ -97,7 +97,7 @@ def videos_per_task(cfg: JobConfig, n_videos: int, *, sampling: SamplingConfig, 
     """
     if cfg.decode.videos_per_task is not None:
         return cfg.decode.videos_per_task
-    if sampling.num_frames is None or n_videos <= 1:
+    if sampling.num_frames is None:
         return 1
     slots = max(1, int(cluster_cpus // cfg.decode.num_cpus))
     by_balance = math.ceil(n_videos / (AUTO_TASKS_PER_SLOT * slots))

@@ -86,7 +86,6 @@ __all__ = [
 ]
 
 
-
 # public name -> submodule that defines it; imported on first attribute access
 _LAZY = {
     "AggregationResult": "aggregation",
