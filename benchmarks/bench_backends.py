@@ -34,9 +34,9 @@ from _common import median_seconds, print_table, write_json  # noqa: E402
 from qdrant_client import QdrantClient  # noqa: E402
 
 from vtr_qdrant.collection import EmbeddedVideo, VideoCollection  # noqa: E402
-from vtr_qdrant.edge import EdgeBackend  # noqa: E402
-from vtr_qdrant.points import point_id  # noqa: E402
-from vtr_qdrant.storage import QdrantClientBackend, StageOneQuery, StorageBackend  # noqa: E402
+from vtr_qdrant.store.edge import EdgeBackend  # noqa: E402
+from vtr_qdrant.store.points import point_id  # noqa: E402
+from vtr_qdrant.store.qdrant import QdrantClientBackend, StageOneQuery, StorageBackend  # noqa: E402
 
 log = logging.getLogger("bench_backends")
 NAME = "bench"

@@ -44,8 +44,9 @@ sys.path.insert(0, str(ROOT.parent / "tests"))
 
 import video_factory as vf  # noqa: E402
 
-from vtr_qdrant import _pyav_pool, video  # noqa: E402
-from vtr_qdrant.ffmpeg_bin import resolve_ffmpeg  # noqa: E402
+from vtr_qdrant.video import decode as video
+from vtr_qdrant.video import pyav_pool as _pyav_pool  # noqa: E402
+from vtr_qdrant.video.ffmpeg_bin import resolve_ffmpeg  # noqa: E402
 
 RESULTS = ROOT / "results"
 VIDEOS = RESULTS / "videos"
@@ -87,7 +88,7 @@ def full_pass(path: Path, size: int, **sampling: Any) -> video.SampledFrames:
 
 def pyav_full_pass(path: Path, size: int, **sampling: Any) -> tuple[video.SampledFrames, float]:
     """PyAV, in-process: decode every frame once, convert only the chosen ones. Returns (frames, cpu s)."""
-    from vtr_qdrant import _pyav
+    from vtr_qdrant.video import pyav_worker as _pyav
 
     cpu0 = time.process_time()
     text, url, _ = video._source(path, ("file",), False)

@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     from onnx_export.clip import export_model
     from onnx_export.quantize import quantize_int8
     from onnx_export.verify import compare, random_images
-    from vtr_qdrant.manifest import ModelSource
-    from vtr_qdrant.tokenizer import ClipTokenizer
+    from vtr_qdrant.model.manifest import ModelSource
+    from vtr_qdrant.model.tokenizer import ClipTokenizer
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -11,7 +11,7 @@
 3. Evaluation on held-out worlds (``heldout_seed(i)``) through the production path: mp4 files
    (:func:`make_world`) -> :func:`sample_frames` -> image tower; queries are the worlds' scene and
    whole-video captions (:meth:`World.queries`); every aggregation scores every video
-   (:func:`vtr_qdrant.evaluation.exhaustive_scores`), metrics from
+   (:func:`vtr_qdrant.eval.evaluation.exhaustive_scores`), metrics from
    :func:`vtr_qdrant.synthetic.evaluate_retrieval`, averaged over worlds weighted by query counts.
 
 Prints the table and writes ``benchmarks/results/quality.json`` (and the trained head next to it
@@ -33,11 +33,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS_DIR, print_table, write_json  # noqa: E402
 
-from vtr_qdrant import synthetic as syn  # noqa: E402
-from vtr_qdrant.aggregation import Aggregator, MaxFrame, MeanPooling, SoftmaxPooling  # noqa: E402
-from vtr_qdrant.bundle import resolve_bundle  # noqa: E402
-from vtr_qdrant.evaluation import EvalCorpus, exhaustive_scores, load_head, towers_fingerprint  # noqa: E402
-from vtr_qdrant.xpool import XPoolHead  # noqa: E402
+from vtr_qdrant.eval.evaluation import EvalCorpus, exhaustive_scores, load_head, towers_fingerprint  # noqa: E402
+from vtr_qdrant.model.bundle import resolve_bundle  # noqa: E402
+from vtr_qdrant.search.aggregation import Aggregator, MaxFrame, MeanPooling, SoftmaxPooling  # noqa: E402
+from vtr_qdrant.search.xpool import XPoolHead  # noqa: E402
+from vtr_qdrant.synthetic import world as syn  # noqa: E402
 
 log = logging.getLogger("bench_quality")
 
@@ -77,7 +77,7 @@ def heldout_eval(
     bundle: Any, aggs: dict[str, Aggregator], seeds: list[int], n_videos: int, num_frames: int, work: Path
 ) -> dict[str, dict[str, dict[str, float]]]:
     """``{kind: {aggregation: metrics}}`` on held-out worlds through mp4 -> sample_frames -> towers."""
-    from vtr_qdrant.video import sample_frames
+    from vtr_qdrant.video.decode import sample_frames
 
     fenc, tenc = bundle.frame_encoder(), bundle.text_encoder()
     size = bundle.manifest.image.image_size

@@ -57,7 +57,7 @@ import video_factory as vf  # noqa: E402
 from _common import RESULTS_DIR, print_table, write_json  # noqa: E402
 
 from vtr_qdrant import SamplingConfig, VideoCollection  # noqa: E402
-from vtr_qdrant.bundle import ModelBundle, resolve_bundle  # noqa: E402
+from vtr_qdrant.model.bundle import ModelBundle, resolve_bundle  # noqa: E402
 
 log = logging.getLogger("bench_ray")
 
@@ -158,7 +158,7 @@ def get_bundle(name: str | None) -> ModelBundle:
         from open_clip.tokenizer import default_bpe
 
         from onnx_export.clip import export_model
-        from vtr_qdrant.manifest import ModelSource
+        from vtr_qdrant.model.manifest import ModelSource
 
         torch.manual_seed(0)
         model = open_clip.create_model("ViT-B-32").eval()
@@ -215,7 +215,7 @@ def main() -> None:
     print(f"bundle {bundle.name} (image {size}, dim {bundle.embed_dim}); {len(uris)} videos, {args.frames} frames each; "
           f"{os.cpu_count()} CPUs", flush=True)
 
-    from vtr_qdrant.video import sample_frames
+    from vtr_qdrant.video.decode import sample_frames
 
     def decode_one(u: str) -> Any:
         return sample_frames(u, num_frames=args.frames, size=size, timeout=120)

@@ -31,13 +31,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import median_seconds, print_table, write_json  # noqa: E402
 
 from vtr_qdrant import VideoCollection  # noqa: E402
-from vtr_qdrant.aggregation import MaxFrame, MeanPooling, SoftmaxPooling, TopKFrames  # noqa: E402
-from vtr_qdrant.storage import StorageBackend, _frames_of  # noqa: E402
+from vtr_qdrant.search.aggregation import MaxFrame, MeanPooling, SoftmaxPooling, TopKFrames  # noqa: E402
+from vtr_qdrant.store.qdrant import StorageBackend, _frames_of  # noqa: E402
 
 
 def _backend(kind: str, tmp: Path) -> tuple[StorageBackend, object]:
     if kind == "edge":
-        from vtr_qdrant.edge import EdgeBackend
+        from vtr_qdrant.store.edge import EdgeBackend
 
         b = EdgeBackend(tmp / "edge", max_search_threads=1)
         return b, b
@@ -45,7 +45,7 @@ def _backend(kind: str, tmp: Path) -> tuple[StorageBackend, object]:
 
     from qdrant_client import QdrantClient
 
-    from vtr_qdrant.storage import QdrantClientBackend
+    from vtr_qdrant.store.qdrant import QdrantClientBackend
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

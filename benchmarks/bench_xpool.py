@@ -46,7 +46,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np
 
-from vtr_qdrant.xpool import XPOOL_PARAMETER_NAMES, XPoolHead
+from vtr_qdrant.search.xpool import XPOOL_PARAMETER_NAMES, XPoolHead
 
 RESULTS = Path(__file__).resolve().parent / "results" / "xpool.json"
 

@@ -1,7 +1,7 @@
 """Export an open_clip model to a verified vtr-qdrant model bundle.
 
 A bundle folder holds ``visual.onnx``, ``text.onnx``, the tokenizer's merges file and
-``manifest.json`` (schema: :mod:`vtr_qdrant.manifest`). :func:`export_model` takes any loaded
+``manifest.json`` (schema: :mod:`vtr_qdrant.model.manifest`). :func:`export_model` takes any loaded
 open_clip model; :func:`export_pretrained` loads one by architecture and pretrained tag (or a local
 checkpoint) and takes the preprocessing and context length from the model's own config, so the
 bundle's preprocessing can never drift from its weights.
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from vtr_qdrant.errors import ArtifactError, ConfigError, ModelNotFoundError, VtrError
-from vtr_qdrant.manifest import (
+from vtr_qdrant.model.manifest import (
     BundleManifest,
     ImagePreprocess,
     ModelSource,
@@ -250,7 +250,7 @@ def _publish(tmp: Path, out_dir: Path, overwrite: bool) -> None:
 
 def _tokenize(merges_file: Path, context_length: int, texts: Sequence[str]) -> tuple[np.ndarray, int]:
     """Tokenise with the runtime's own torch-free tokenizer (so the check covers what users run)."""
-    from vtr_qdrant.tokenizer import ClipTokenizer
+    from vtr_qdrant.model.tokenizer import ClipTokenizer
 
     tok = ClipTokenizer(merges_file, context_length=context_length)
     return np.asarray(tok.tokenize(list(texts)), dtype=np.int64), int(tok.vocab_size)

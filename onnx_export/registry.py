@@ -1,8 +1,8 @@
-"""Registry names -> exported bundles: plugs the open_clip exporter into :mod:`vtr_qdrant.bundle`.
+"""Registry names -> exported bundles: plugs the open_clip exporter into :mod:`vtr_qdrant.model.bundle`.
 
 Importing this module registers :func:`export_registry_name` with
-:func:`vtr_qdrant.bundle.register_exporter`, so ``resolve_bundle("ViT-B-32/laion2b_s34b_b79k")``
-exports the model into the persistent cache on first use (``vtr_qdrant.bundle`` imports this module
+:func:`vtr_qdrant.model.bundle.register_exporter`, so ``resolve_bundle("ViT-B-32/laion2b_s34b_b79k")``
+exports the model into the persistent cache on first use (``vtr_qdrant.model.bundle`` imports this module
 itself when the ``export`` extra is installed).
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from vtr_qdrant.bundle import register_exporter
 from vtr_qdrant.errors import ConfigError, ModelNotFoundError
-from vtr_qdrant.manifest import MANIFEST_FILE
+from vtr_qdrant.model.bundle import register_exporter
+from vtr_qdrant.model.manifest import MANIFEST_FILE
 
 from . import clip as _clip
 

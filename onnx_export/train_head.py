@@ -1,7 +1,7 @@
 """Train an X-Pool head on frozen frame embeddings (torch; the ``export`` extra).
 
 No video is decoded during training: the frames' embeddings come from a collection
-(:func:`train_from_collection`, via :class:`vtr_qdrant.evaluation.EvalCorpus`) or from arrays
+(:func:`train_from_collection`, via :class:`vtr_qdrant.eval.evaluation.EvalCorpus`) or from arrays
 (:func:`train_head`), and the captions' embeddings from the bundle's text tower, each computed once.
 Only the head (about 5·D² parameters) and a logit scale are learnt, so a few thousand videos train in
 CPU minutes.
@@ -40,7 +40,7 @@ Outputs (:func:`write_head_bundle`): a NEW bundle folder that copies the source 
 tokenizer byte for byte and adds ``xpool.npz`` with an ``xpool`` manifest entry, plus
 ``train_report.json`` and optionally ``xpool.onnx`` (similarity graph; not referenced by the
 manifest). The new bundle's fingerprint differs from the source's (the head is part of the model),
-but its towers are unchanged: :func:`vtr_qdrant.evaluation.towers_fingerprint` of the new bundle
+but its towers are unchanged: :func:`vtr_qdrant.eval.evaluation.towers_fingerprint` of the new bundle
 equals the source bundle's fingerprint, which is what a collection built with the source records.
 
 CLI: ``vtr-qdrant train-head --collection C --captions captions.jsonl --out DIR``.
@@ -63,13 +63,13 @@ import torch
 from torch import nn
 
 from vtr_qdrant.errors import ArtifactError, ConfigError, InvalidInputError
-from vtr_qdrant.evaluation import EvalCorpus, exhaustive_scores, towers_fingerprint
-from vtr_qdrant.synthetic import evaluate_retrieval
-from vtr_qdrant.xpool import XPOOL_PREFIX, XPoolHead
+from vtr_qdrant.eval.evaluation import EvalCorpus, exhaustive_scores, towers_fingerprint
+from vtr_qdrant.search.xpool import XPOOL_PREFIX, XPoolHead
+from vtr_qdrant.synthetic.world import evaluate_retrieval
 
 if TYPE_CHECKING:
-    from vtr_qdrant.bundle import ModelBundle
     from vtr_qdrant.collection import VideoCollection
+    from vtr_qdrant.model.bundle import ModelBundle
 
 __all__ = [
     "HeadTrainConfig",
@@ -281,7 +281,7 @@ class _CrossAttention(nn.Module):
 
 
 class XPoolModule(nn.Module):
-    """The X-Pool head in torch (training only; inference uses :class:`vtr_qdrant.xpool.XPoolHead`).
+    """The X-Pool head in torch (training only; inference uses :class:`vtr_qdrant.search.xpool.XPoolHead`).
 
     Initialised as in the paper: identity linear weights, zero biases, LayerNorms (1, 0).
     """
@@ -796,8 +796,8 @@ def write_head_bundle(
     Returns:
         The new bundle, loaded and verified; its towers fingerprint equals the source's.
     """
-    from vtr_qdrant.bundle import ModelBundle
-    from vtr_qdrant.manifest import XPoolSpec, write_manifest
+    from vtr_qdrant.model.bundle import ModelBundle
+    from vtr_qdrant.model.manifest import XPoolSpec, write_manifest
 
     out = Path(out_dir)
     if out.resolve() == source.path.resolve():

@@ -10,7 +10,7 @@ Training (CPU, a few minutes on 2 cores, deterministic for ``--seed``):
 1. A training world is drawn from a *training* seed (``vtr_qdrant.synthetic`` refuses held-out
    seeds); frames are rendered in numpy (no mp4 decoding), captions come from the world.
 2. A small BPE vocabulary is learnt from every caption the world's grammar can produce
-   (:func:`vtr_qdrant.tokenizer.train_bpe_merges`), so the token table stays small.
+   (:func:`vtr_qdrant.model.tokenizer.train_bpe_merges`), so the token table stays small.
 3. A custom open_clip architecture (:data:`ARCH`) is trained with a symmetric multi-positive
    InfoNCE loss on (frame, scene caption) pairs, where captions naming the same (shape, colour,
    background) are all positives, plus the same loss on (mean of a video's 12 frame embeddings,
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from vtr_qdrant import synthetic as syn
+from vtr_qdrant.synthetic import world as syn
 
 log = logging.getLogger("onnx_export.train_synthetic")
 
@@ -89,7 +89,7 @@ DEFAULTS: dict[str, Any] = {
 
 
 def _aggregators() -> dict[str, Any]:
-    from vtr_qdrant.aggregation import MaxFrame, MeanPooling, SoftmaxPooling, TopKFrames
+    from vtr_qdrant.search.aggregation import MaxFrame, MeanPooling, SoftmaxPooling, TopKFrames
 
     return {"mean": MeanPooling(), "max": MaxFrame(), "topk": TopKFrames(3), "softmax": SoftmaxPooling(0.01)}
 
@@ -257,7 +257,7 @@ def train(args: argparse.Namespace, work: Path) -> tuple[Any, Path, dict[str, An
     import torch
     import torch.nn.functional as F
 
-    from vtr_qdrant.tokenizer import ClipTokenizer, train_bpe_merges
+    from vtr_qdrant.model.tokenizer import ClipTokenizer, train_bpe_merges
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -412,7 +412,7 @@ def load_checkpoint(path: Path, work: Path) -> tuple[Any, Path, dict[str, Any]]:
 def export(model: Any, merges: Path, recipe: dict[str, Any], out: Path) -> Any:
     """Export the trained model into the bundle folder ``out`` with the project's exporter."""
     from onnx_export.clip import export_model
-    from vtr_qdrant.manifest import ModelSource
+    from vtr_qdrant.model.manifest import ModelSource
 
     source = ModelSource(
         framework="open_clip", architecture="synthetic-world-v1 (custom CLIP)", pretrained=None, recipe=recipe
@@ -452,8 +452,8 @@ def evaluate_bundle(
         ``{kind: {aggregation: metrics}}`` with kind ``scene`` or ``video`` and metrics from
         :func:`vtr_qdrant.synthetic.evaluate_retrieval`.
     """
-    from vtr_qdrant.bundle import resolve_bundle
-    from vtr_qdrant.video import sample_frames
+    from vtr_qdrant.model.bundle import resolve_bundle
+    from vtr_qdrant.video.decode import sample_frames
 
     b = resolve_bundle(bundle)
     fenc = b.frame_encoder(intra_op_threads=threads)

@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from vtr_qdrant.config import SamplingConfig
 from vtr_qdrant.errors import ConfigError
-from vtr_qdrant.runtime import Device
+from vtr_qdrant.model.runtime import Device
+from vtr_qdrant.video.sampling import SamplingConfig
 
 __all__ = [
     "JobConfig",
@@ -47,7 +47,7 @@ class QdrantTarget(_Section):
         url: server URL, e.g. ``http://qdrant:6333``. Writes run in parallel from Ray tasks.
         path: embedded Qdrant folder (qdrant-client local mode; one process may open it):
             written from the driver.
-        edge_path: Qdrant Edge root folder (:class:`vtr_qdrant.edge.EdgeBackend`, the ``edge``
+        edge_path: Qdrant Edge root folder (:class:`vtr_qdrant.store.edge.EdgeBackend`, the ``edge``
             extra; one process per collection): written from the driver. Aliases are symbolic
             links there, so ``rebuild`` swaps them atomically too.
         api_key_env: name of the environment variable holding the API key (never the key itself).

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vtr_qdrant.config import SamplingConfig
+from vtr_qdrant.video.sampling import SamplingConfig
 
 from .rows import Col, clear_error, set_error
 from .sources import staged
@@ -49,7 +49,7 @@ def decode_row(row: dict[str, Any], *, params: DecodeParams) -> dict[str, Any]:
 
     On failure the row gets ``images`` (0, S, S, 3), ``timestamps`` (0,) and the error columns.
     """
-    from vtr_qdrant.video import sample_frames  # the video extra, only inside the task
+    from vtr_qdrant.video.decode import sample_frames  # the video extra, only inside the task
 
     s = params.image_size
     out = dict(row)

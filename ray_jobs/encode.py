@@ -2,7 +2,7 @@
 
 Frames of all the videos in a batch are encoded together (one ONNX run per ``batch_frames``),
 then split back per video. On a GPU cluster each actor asks Ray for ``encode.num_gpus`` and runs
-ONNX Runtime's CUDA provider (``vtr_qdrant.runtime`` warns loudly if CUDA was asked for and is
+ONNX Runtime's CUDA provider (``vtr_qdrant.model.runtime`` warns loudly if CUDA was asked for and is
 not available — no silent CPU fallback).
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from vtr_qdrant.errors import ConfigError
-from vtr_qdrant.runtime import Device
+from vtr_qdrant.model.runtime import Device
 
 from .rows import Col, batch_rows, scalar_str, set_error
 
@@ -71,7 +71,7 @@ class FrameEncodeActor:
         expected_fingerprint: str | None = None,
         verified: dict[str, Any] | None = None,
     ) -> None:
-        from vtr_qdrant.bundle import resolve_bundle
+        from vtr_qdrant.model.bundle import resolve_bundle
 
         b = resolve_bundle(bundle, verify=False)
         if not _same_as_stamp(b.path, verified):

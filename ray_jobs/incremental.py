@@ -14,7 +14,7 @@ versioned collection (``<name>__v<UTC time>``):
 A collection created by the in-process path (a plain collection, not an alias) is written into
 as it is; ``rebuild`` refuses it (Qdrant cannot give an alias the name of an existing collection).
 
-Qdrant Edge has no aliases: :class:`~vtr_qdrant.edge.EdgeBackend` keeps them as symbolic links
+Qdrant Edge has no aliases: :class:`~vtr_qdrant.store.edge.EdgeBackend` keeps them as symbolic links
 beside its collection folders, swapped atomically by ``rename(2)``, and every ``EdgeBackend``
 call follows them, so the same scheme works there. Edge admits one handle per collection, so
 before the swap the job closes its handle on the new version (a searcher in another process
@@ -35,7 +35,7 @@ from qdrant_client import models
 from vtr_qdrant.collection import VideoCollection
 from vtr_qdrant.errors import ConfigError, StorageError
 from vtr_qdrant.ingest import stored_payloads
-from vtr_qdrant.points import Key
+from vtr_qdrant.store.points import Key
 
 from .sources import VideoSource
 
@@ -73,8 +73,8 @@ def versioned_name(name: str, *, now: float | None = None) -> str:
 
 
 def _edge(client: Any) -> Any:
-    """The client as an :class:`~vtr_qdrant.edge.EdgeBackend`, or None for a QdrantClient."""
-    from vtr_qdrant.edge import EdgeBackend
+    """The client as an :class:`~vtr_qdrant.store.edge.EdgeBackend`, or None for a QdrantClient."""
+    from vtr_qdrant.store.edge import EdgeBackend
 
     return client if isinstance(client, EdgeBackend) else None
 

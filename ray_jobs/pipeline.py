@@ -26,12 +26,12 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from vtr_qdrant.bundle import resolve_bundle
 from vtr_qdrant.collection import VideoCollection
-from vtr_qdrant.config import SamplingConfig
 from vtr_qdrant.errors import VideoDecodeError
 from vtr_qdrant.ingest import VideoFailure
-from vtr_qdrant.storage import QdrantClientBackend, StorageBackend
+from vtr_qdrant.model.bundle import resolve_bundle
+from vtr_qdrant.store.qdrant import QdrantClientBackend, StorageBackend
+from vtr_qdrant.video.sampling import SamplingConfig
 
 from .config import JobConfig
 from .decode import DecodeParams, decode_row
@@ -48,13 +48,13 @@ log = logging.getLogger(__name__)
 
 def open_target_client(cfg: JobConfig) -> Any:
     """The driver's handle on the target: a ``QdrantClient`` for the server (``qdrant.url``) or the
-    embedded folder (``qdrant.path``), an :class:`~vtr_qdrant.edge.EdgeBackend` for ``qdrant.edge_path``."""
+    embedded folder (``qdrant.path``), an :class:`~vtr_qdrant.store.edge.EdgeBackend` for ``qdrant.edge_path``."""
     from qdrant_client import QdrantClient
 
     if cfg.qdrant.url is not None:
         return ServerClientFactory.from_target(cfg.qdrant)()
     if cfg.qdrant.edge_path is not None:
-        from vtr_qdrant.edge import EdgeBackend
+        from vtr_qdrant.store.edge import EdgeBackend
 
         return EdgeBackend(cfg.qdrant.edge_path)
     with warnings.catch_warnings():
@@ -186,7 +186,7 @@ def run_job(
 
     Args:
         cfg: the job config.
-        client: an open ``QdrantClient`` (or :class:`~vtr_qdrant.edge.EdgeBackend`) for the
+        client: an open ``QdrantClient`` (or :class:`~vtr_qdrant.store.edge.EdgeBackend`) for the
             driver to use instead of opening ``cfg.qdrant`` (it stays open). An embedded client
             is written by the driver.
         client_factory: picklable callable returning a client inside write tasks (sink mode);

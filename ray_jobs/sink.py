@@ -32,8 +32,8 @@ from ray.data import Datasink
 from vtr_qdrant.collection import EmbeddedVideo, VideoCollection
 from vtr_qdrant.errors import InvalidInputError, VtrError
 from vtr_qdrant.ingest import VideoFailure
-from vtr_qdrant.points import PointData
-from vtr_qdrant.storage import Candidate, QdrantClientBackend, StageOneQuery, StorageBackend
+from vtr_qdrant.store.points import PointData
+from vtr_qdrant.store.qdrant import Candidate, QdrantClientBackend, StageOneQuery, StorageBackend
 
 from .config import QdrantTarget, WriteConfig
 from .rows import Col, batch_rows, has_error, row_failure, scalar_str, set_error

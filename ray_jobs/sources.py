@@ -27,7 +27,7 @@ from typing import Any
 
 from vtr_qdrant.errors import ConfigError, InvalidInputError, VideoDecodeError
 from vtr_qdrant.ingest import VIDEO_EXTENSIONS, expand_sources, file_content_hash
-from vtr_qdrant.points import RESERVED_KEYS
+from vtr_qdrant.store.points import RESERVED_KEYS
 
 from .config import JobConfig
 from .rows import Col

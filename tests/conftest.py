@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from vtr_qdrant.bundle import ModelBundle
-from vtr_qdrant.testing import make_test_bundle
+from vtr_qdrant.model.bundle import ModelBundle
+from vtr_qdrant.model.testing import make_test_bundle
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vtr_qdrant.aggregation import MaxFrame, MeanPooling, SoftmaxPooling, TopKFrames, get_aggregator
 from vtr_qdrant.errors import ConfigError, InvalidInputError
+from vtr_qdrant.search.aggregation import MaxFrame, MeanPooling, SoftmaxPooling, TopKFrames, get_aggregator
 
 
 def _norm(x: np.ndarray) -> np.ndarray:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from vtr_qdrant import ArtifactError, InvalidInputError, ModelNotFoundError, resolve_bundle
-from vtr_qdrant.bundle import ModelBundle, cache_dir
-from vtr_qdrant.manifest import BundleManifest, read_manifest
-from vtr_qdrant.preprocess import preprocess_images, resize_center_crop
-from vtr_qdrant.testing import make_test_bundle
+from vtr_qdrant.model.bundle import ModelBundle, cache_dir
+from vtr_qdrant.model.manifest import BundleManifest, read_manifest
+from vtr_qdrant.model.preprocess import preprocess_images, resize_center_crop
+from vtr_qdrant.model.testing import make_test_bundle
 
 
 def test_manifest_is_strict_and_fingerprinted(test_bundle: ModelBundle) -> None:
@@ -84,7 +84,7 @@ def test_resolve_names(tmp_path: Path, test_bundle: ModelBundle, monkeypatch: py
 
 
 def test_unknown_registry_name_without_exporter(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import vtr_qdrant.bundle as b
+    import vtr_qdrant.model.bundle as b
 
     monkeypatch.setenv("VTR_QDRANT_CACHE", str(tmp_path))
     monkeypatch.setattr(b, "_exporter", None)
@@ -139,7 +139,7 @@ def test_preprocess_matches_open_clip_transform(test_bundle: ModelBundle) -> Non
 
 
 def test_cuda_request_without_provider_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    import vtr_qdrant.runtime as rt
+    import vtr_qdrant.model.runtime as rt
 
     monkeypatch.setattr(rt, "available_providers", lambda: ["CPUExecutionProvider"])
     monkeypatch.setattr(rt, "_warned", set())

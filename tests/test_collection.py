@@ -19,7 +19,7 @@ from vtr_qdrant import (
     SoftmaxPooling,
     VideoCollection,
 )
-from vtr_qdrant.points import Key, max_frames_per_point, point_id
+from vtr_qdrant.store.points import Key, max_frames_per_point, point_id
 
 
 def _fill(vc: VideoCollection, n: int = 12, seed: int = 0) -> dict[str, np.ndarray]:
@@ -104,7 +104,7 @@ def test_segments_are_grouped_per_video(client, test_bundle):  # type: ignore[no
 
 def test_multivector_limit_splits_points(test_bundle):  # type: ignore[no-untyped-def]
     assert max_frames_per_point(512) == 2047
-    from vtr_qdrant.points import make_points
+    from vtr_qdrant.store.points import make_points
 
     f = np.ones((5000, 512), np.float32) / np.sqrt(512)
     pts = make_points("x", f, np.arange(5000.0), model_fingerprint="fp")
@@ -225,7 +225,7 @@ def test_foreign_collection_and_missing(client, test_bundle):  # type: ignore[no
 
 
 def _random_head(dim: int = 32, seed: int = 0):  # type: ignore[no-untyped-def]
-    from vtr_qdrant.xpool import XPoolHead
+    from vtr_qdrant.search.xpool import XPoolHead
 
     rng = np.random.default_rng(seed)
     sd = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in XPoolHead.identity(dim).state_dict().items()}
@@ -258,8 +258,8 @@ def test_xpool_search_matches_direct_head_and_cache(client, test_bundle):  # typ
 def test_bundle_with_added_head_opens_headless_collection(client, test_bundle, tmp_path):  # type: ignore[no-untyped-def]
     import shutil
 
-    from vtr_qdrant.bundle import ModelBundle
-    from vtr_qdrant.manifest import XPoolSpec, write_manifest
+    from vtr_qdrant.model.bundle import ModelBundle
+    from vtr_qdrant.model.manifest import XPoolSpec, write_manifest
 
     vc = VideoCollection(client, "videos", test_bundle)
     vids = _fill(vc, n=6)

@@ -23,12 +23,12 @@ from qdrant_client import QdrantClient, models
 pytest.importorskip("qdrant_edge")
 
 from vtr_qdrant.collection import VideoCollection  # noqa: E402
-from vtr_qdrant.config import SamplingConfig  # noqa: E402
-from vtr_qdrant.edge import EdgeBackend, translate_filter  # noqa: E402
 from vtr_qdrant.errors import CollectionMismatchError, ConfigError, StorageError  # noqa: E402
-from vtr_qdrant.hits import VideoHit  # noqa: E402
-from vtr_qdrant.points import Key, point_id  # noqa: E402
-from vtr_qdrant.storage import QdrantClientBackend, StageOneQuery  # noqa: E402
+from vtr_qdrant.search.hits import VideoHit  # noqa: E402
+from vtr_qdrant.store.edge import EdgeBackend, translate_filter  # noqa: E402
+from vtr_qdrant.store.points import Key, point_id  # noqa: E402
+from vtr_qdrant.store.qdrant import QdrantClientBackend, StageOneQuery  # noqa: E402
+from vtr_qdrant.video.sampling import SamplingConfig  # noqa: E402
 
 pytestmark = [pytest.mark.edge, pytest.mark.filterwarnings("ignore:Local mode performs exact")]
 
@@ -244,7 +244,7 @@ def test_writes_survive_a_crash_without_close(tmp_path: Path) -> None:
         f"""
         import os, numpy as np
         from vtr_qdrant.collection import VideoCollection
-        from vtr_qdrant.edge import EdgeBackend
+        from vtr_qdrant.store.edge import EdgeBackend
         vc = VideoCollection(EdgeBackend({str(root)!r}), "crash", dim=8)
         rng = np.random.default_rng(0)
         for i in range(5):
@@ -262,9 +262,9 @@ def test_writes_survive_a_crash_without_close(tmp_path: Path) -> None:
 
 def test_import_is_lazy() -> None:
     code = (
-        "import sys, vtr_qdrant, vtr_qdrant.edge\n"
+        "import sys, vtr_qdrant, vtr_qdrant.store.edge\n"
         "assert 'qdrant_edge' not in sys.modules, 'imported eagerly'\n"
-        "vtr_qdrant.edge.translate_filter(None)\n"
+        "vtr_qdrant.store.edge.translate_filter(None)\n"
         "assert 'qdrant_edge' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)

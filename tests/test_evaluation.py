@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from vtr_qdrant.aggregation import MaxFrame, MeanPooling, SoftmaxPooling, TopKFrames
-from vtr_qdrant.cli import main
+from vtr_qdrant.cli.main import main
 from vtr_qdrant.collection import EmbeddedVideo, VideoCollection
 from vtr_qdrant.errors import ArtifactError, ConfigError, InvalidInputError
-from vtr_qdrant.evaluation import (
+from vtr_qdrant.eval.evaluation import (
     EvalCorpus,
     EvalQuery,
     evaluate_collection,
@@ -31,8 +30,9 @@ from vtr_qdrant.evaluation import (
     two_stage_results,
     two_stage_scores,
 )
-from vtr_qdrant.synthetic import evaluate_retrieval
-from vtr_qdrant.xpool import XPOOL_PARAMETER_NAMES, XPoolHead
+from vtr_qdrant.search.aggregation import MaxFrame, MeanPooling, SoftmaxPooling, TopKFrames
+from vtr_qdrant.search.xpool import XPOOL_PARAMETER_NAMES, XPoolHead
+from vtr_qdrant.synthetic.world import evaluate_retrieval
 
 DIM = 32
 
@@ -397,7 +397,7 @@ def test_cli_train_head_then_eval(test_bundle, tmp_path: Path, capsys: pytest.Ca
 
 def test_load_head_checks_towers(test_bundle, other_bundle, tmp_path: Path) -> None:
     from vtr_qdrant.errors import CollectionMismatchError
-    from vtr_qdrant.manifest import XPoolSpec, write_manifest
+    from vtr_qdrant.model.manifest import XPoolSpec, write_manifest
 
     out = tmp_path / "b"
     out.mkdir()

@@ -21,7 +21,7 @@ def _run(args: list[str], cwd: Path, timeout: float = 400) -> str:
 @pytest.mark.timeout(300)
 def test_quickstart(tmp_path: Path) -> None:
     pytest.importorskip("imageio_ffmpeg")
-    from vtr_qdrant.bundle import BUILTIN_MODELS_DIR
+    from vtr_qdrant.model.bundle import BUILTIN_MODELS_DIR
 
     if not (BUILTIN_MODELS_DIR / "synthetic-world__v1" / "manifest.json").exists():
         pytest.skip("the synthetic-world/v1 bundle is not built")

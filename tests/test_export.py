@@ -23,9 +23,9 @@ import onnx  # noqa: E402
 
 from onnx_export import clip as oclip  # noqa: E402
 from onnx_export.verify import Parity, onnx_session  # noqa: E402
-from vtr_qdrant.bundle import ModelBundle, resolve_bundle  # noqa: E402
 from vtr_qdrant.errors import ArtifactError, ConfigError, ModelNotFoundError  # noqa: E402
-from vtr_qdrant.manifest import ModelSource  # noqa: E402
+from vtr_qdrant.model.bundle import ModelBundle, resolve_bundle  # noqa: E402
+from vtr_qdrant.model.manifest import ModelSource  # noqa: E402
 
 pytestmark = pytest.mark.export
 
@@ -410,7 +410,7 @@ def test_fusable_attention_matches_torch(batch_first: bool) -> None:
 
 
 def test_frame_encoder_sub_batches(bundle: oclip.ExportReport, monkeypatch: pytest.MonkeyPatch) -> None:
-    from vtr_qdrant.encoders import CPU_FRAME_BATCH, FrameEncoder
+    from vtr_qdrant.model.encoders import CPU_FRAME_BATCH, FrameEncoder
 
     enc = ModelBundle.load(bundle.out_dir).frame_encoder()
     assert enc.batch_size == CPU_FRAME_BATCH

@@ -11,8 +11,8 @@ from conftest import random_frames
 from qdrant_client import QdrantClient
 
 from vtr_qdrant import ConfigError, VideoCollection
-from vtr_qdrant.points import Key, frames_digest
-from vtr_qdrant.storage import QdrantClientBackend
+from vtr_qdrant.store.points import Key, frames_digest
+from vtr_qdrant.store.qdrant import QdrantClientBackend
 
 
 class Spy(QdrantClientBackend):
@@ -120,7 +120,7 @@ def test_point_deleted_between_the_two_calls_is_dropped(client: QdrantClient, te
 
 def test_edge_backend_reads_frames_by_id(tmp_path: Path, test_bundle) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("qdrant_edge")
-    from vtr_qdrant.edge import EdgeBackend
+    from vtr_qdrant.store.edge import EdgeBackend
 
     with EdgeBackend(tmp_path / "edge", max_search_threads=1) as edge:
         vc = VideoCollection(edge, "c", test_bundle, frames_cache_size=64, index_frames=False)
@@ -144,7 +144,7 @@ def test_bad_cache_size(spy: Spy, test_bundle) -> None:  # type: ignore[no-untyp
 
 
 def test_frames_hnsw_ef_reaches_stage_one(spy: Spy, test_bundle) -> None:  # type: ignore[no-untyped-def]
-    from vtr_qdrant.storage import FRAMES_HNSW_EF
+    from vtr_qdrant.store.qdrant import FRAMES_HNSW_EF
 
     vids = _fill(VideoCollection(spy, "c", test_bundle))
     VideoCollection(spy, "c", test_bundle).search(vids["v1"][0], limit=3)

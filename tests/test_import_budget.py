@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vtr_qdrant.bundle import ModelBundle
+from vtr_qdrant.model.bundle import ModelBundle
 
 SCRIPT = r"""
 import json, sys, warnings
@@ -43,9 +43,13 @@ LIGHT = r"""
 import json, sys
 import vtr_qdrant
 after_package = "qdrant_client" in sys.modules
-import ray_jobs.encode, vtr_qdrant.bundle, vtr_qdrant.encoders
+import ray_jobs.encode, vtr_qdrant.model.bundle, vtr_qdrant.model.encoders
 actor = [m for m in ("qdrant_client", "ray", "av") if m in sys.modules]
-print(json.dumps({"package": after_package, "actor": actor, "submodule": vtr_qdrant.storage.__name__}))
+import warnings
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    old = vtr_qdrant.storage.StageOneQuery.__module__  # the flat layout's path still resolves
+print(json.dumps({"package": after_package, "actor": actor, "submodule": old}))
 """
 
 
@@ -56,7 +60,7 @@ def test_package_and_encode_actor_import_no_qdrant_client() -> None:
     out = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True, timeout=110, cwd=Path(__file__).parent.parent)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result == {"package": False, "actor": [], "submodule": "vtr_qdrant.storage"}
+    assert result == {"package": False, "actor": [], "submodule": "vtr_qdrant.store.qdrant"}
 
 
 def test_lazy_names_resolve() -> None:

@@ -16,9 +16,9 @@ pytest.importorskip("imageio_ffmpeg")
 import video_factory as vf  # noqa: E402
 
 from vtr_qdrant import SamplingConfig, VideoCollection  # noqa: E402
-from vtr_qdrant.bundle import ModelBundle  # noqa: E402
-from vtr_qdrant.cli import main  # noqa: E402
+from vtr_qdrant.cli.main import main  # noqa: E402
 from vtr_qdrant.ingest import expand_sources  # noqa: E402
+from vtr_qdrant.model.bundle import ModelBundle  # noqa: E402
 
 GOOD = {
     "rgbw": ("red", "green", "blue", "white"),

@@ -29,9 +29,9 @@ import video_factory as vf  # noqa: E402
 from ray_jobs.cli import build_parser, overrides_from_args  # noqa: E402
 from ray_jobs.config import JobConfig, load_config  # noqa: E402
 from vtr_qdrant import VideoCollection  # noqa: E402
-from vtr_qdrant.bundle import ModelBundle  # noqa: E402
-from vtr_qdrant.edge import EdgeBackend  # noqa: E402
 from vtr_qdrant.errors import ConfigError, StorageError  # noqa: E402
+from vtr_qdrant.model.bundle import ModelBundle  # noqa: E402
+from vtr_qdrant.store.edge import EdgeBackend  # noqa: E402
 
 pytestmark = [pytest.mark.edge]
 
@@ -82,7 +82,7 @@ def _fill(edge: EdgeBackend, name: str, n: int, seed: int) -> None:
 SEARCHER = textwrap.dedent(
     """
     import sys
-    from vtr_qdrant.edge import EdgeBackend
+    from vtr_qdrant.store.edge import EdgeBackend
     b = EdgeBackend(sys.argv[1])
     for line in sys.stdin:
         if line.strip() == "quit":
@@ -146,7 +146,7 @@ def test_edge_aliases_swap_atomically_and_searchers_in_other_processes_follow(tm
 HOLDER = textwrap.dedent(
     """
     import sys
-    from vtr_qdrant.edge import EdgeBackend
+    from vtr_qdrant.store.edge import EdgeBackend
     b = EdgeBackend(sys.argv[1])
     print(b.count(sys.argv[2]), flush=True)
     sys.stdin.readline()

@@ -37,8 +37,8 @@ from ray_jobs.sink import WriteError  # noqa: E402
 from ray_jobs.sources import VideoSource  # noqa: E402
 from ray_jobs.testing import FlakyClientFactory, RemoteClient, start_fake_server  # noqa: E402
 from vtr_qdrant import SamplingConfig, VideoCollection  # noqa: E402
-from vtr_qdrant.bundle import ModelBundle  # noqa: E402
-from vtr_qdrant.storage import QdrantClientBackend  # noqa: E402
+from vtr_qdrant.model.bundle import ModelBundle  # noqa: E402
+from vtr_qdrant.store.qdrant import QdrantClientBackend  # noqa: E402
 
 pytestmark = pytest.mark.ray
 

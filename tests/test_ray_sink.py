@@ -29,8 +29,8 @@ from ray_jobs.sources import list_sources, read_manifest, staged  # noqa: E402
 from ray_jobs.testing import FlakyClient  # noqa: E402
 from vtr_qdrant import VideoCollection  # noqa: E402
 from vtr_qdrant.errors import ConfigError, InvalidInputError  # noqa: E402
-from vtr_qdrant.points import make_points  # noqa: E402
-from vtr_qdrant.storage import QdrantClientBackend  # noqa: E402
+from vtr_qdrant.store.points import make_points  # noqa: E402
+from vtr_qdrant.store.qdrant import QdrantClientBackend  # noqa: E402
 
 BASE = {"sources": ["/videos"], "collection": "vids", "qdrant": {"path": "/tmp/q"}}
 
@@ -307,7 +307,7 @@ def test_cli_flags_map_onto_the_job_config(tmp_path: Path) -> None:
 def test_vtr_qdrant_ingest_args_map_onto_the_job_config() -> None:
     """``vtr-qdrant ingest --ray`` hands its parsed namespace to ``ray_jobs.cli_ingest``."""
     from ray_jobs.cli import overrides_from_args
-    from vtr_qdrant.cli import build_parser
+    from vtr_qdrant.cli.main import build_parser
 
     args = build_parser().parse_args(["ingest", "/videos", "--collection", "vids", "--num-frames", "8", "--no-progress"])
     over = overrides_from_args(args)
@@ -319,7 +319,7 @@ def test_vtr_qdrant_ingest_args_map_onto_the_job_config() -> None:
 
 def test_cli_ingest_keeps_job_config_over_parser_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ray_jobs.cli as rcli
-    from vtr_qdrant.cli import build_parser
+    from vtr_qdrant.cli.main import build_parser
 
     job = tmp_path / "job.yaml"
     job.write_text("sources: [/a]\ncollection: c\nqdrant: {url: 'http://q:6333'}\nforce: true\ndecode: {timeout: 30}\n")

@@ -38,8 +38,8 @@ pytest.importorskip("imageio_ffmpeg")
 import video_factory as vf  # noqa: E402
 
 from vtr_qdrant import VideoCollection  # noqa: E402
-from vtr_qdrant.bundle import ModelBundle  # noqa: E402
-from vtr_qdrant.edge import EdgeBackend  # noqa: E402
+from vtr_qdrant.model.bundle import ModelBundle  # noqa: E402
+from vtr_qdrant.store.edge import EdgeBackend  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.edge]
 

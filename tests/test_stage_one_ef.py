@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from vtr_qdrant.points import VECTOR_FRAMES, VECTOR_POOLED
-from vtr_qdrant.storage import FRAMES_HNSW_EF, QdrantClientBackend, StageOneQuery
+from vtr_qdrant.store.points import VECTOR_FRAMES, VECTOR_POOLED
+from vtr_qdrant.store.qdrant import FRAMES_HNSW_EF, QdrantClientBackend, StageOneQuery
 
 
 def _prefetch_ef(req) -> dict[str, int | None]:
@@ -30,7 +30,7 @@ def test_frames_prefetch_gets_the_wider_beam() -> None:
 
 def test_edge_frames_prefetch_gets_the_wider_beam(tmp_path) -> None:
     pytest.importorskip("qdrant_edge")
-    from vtr_qdrant.edge import EdgeBackend
+    from vtr_qdrant.store.edge import EdgeBackend
 
     backend = EdgeBackend(tmp_path, hnsw_ef=256)
     req = backend._request(StageOneQuery(vector=np.ones(8, np.float32), limit=10, hybrid=True))

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vtr_qdrant import synthetic as syn
 from vtr_qdrant.errors import ConfigError, InvalidInputError
+from vtr_qdrant.synthetic import world as syn
 
 # ------------------------------------------------------------------------------ world generation
 
@@ -187,7 +187,7 @@ def _inside(scene: syn.Scene, t: float, size: int) -> tuple[int, int]:
 @pytest.mark.timeout(120)
 def test_mp4_frames_match_the_scene_list(tmp_path: Path) -> None:
     pytest.importorskip("imageio_ffmpeg")
-    from vtr_qdrant.video import sample_frames
+    from vtr_qdrant.video.decode import sample_frames
 
     world = syn.make_world(21, 4, tmp_path)
     assert (tmp_path / "world.json").is_file()
@@ -214,9 +214,9 @@ def test_mp4_frames_match_the_scene_list(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_committed_bundle_retrieves_above_chance(tmp_path: Path) -> None:
     pytest.importorskip("imageio_ffmpeg")
-    from vtr_qdrant.aggregation import MaxFrame, MeanPooling
-    from vtr_qdrant.bundle import resolve_bundle
-    from vtr_qdrant.video import sample_frames
+    from vtr_qdrant.model.bundle import resolve_bundle
+    from vtr_qdrant.search.aggregation import MaxFrame, MeanPooling
+    from vtr_qdrant.video.decode import sample_frames
 
     bundle = resolve_bundle("synthetic-world/v1")
     assert bundle.name == "synthetic-world/v1"

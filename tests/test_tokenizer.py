@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from vtr_qdrant.errors import ArtifactError, ConfigError, InvalidInputError
-from vtr_qdrant.tokenizer import MAX_MERGES, ClipTokenizer, train_bpe_merges
+from vtr_qdrant.model.tokenizer import MAX_MERGES, ClipTokenizer, train_bpe_merges
 
 CORPUS = [
     "a dog runs on the beach",
@@ -266,7 +266,7 @@ def test_pickle_and_cache(tiny_bpe: Path) -> None:
 
 def test_import_is_torch_free(tiny_bpe: Path) -> None:
     code = (
-        "import sys; from vtr_qdrant.tokenizer import ClipTokenizer; "
+        "import sys; from vtr_qdrant.model.tokenizer import ClipTokenizer; "
         f"ClipTokenizer({str(tiny_bpe)!r}).tokenize('dog'); "
         "bad = [m for m in ('torch', 'open_clip') if m in sys.modules]; "
         "sys.exit(f'imported {bad}' if bad else 0)"

@@ -24,9 +24,9 @@ from onnx_export.train_head import (  # noqa: E402
     write_head_bundle,
 )
 from vtr_qdrant.errors import ConfigError, InvalidInputError  # noqa: E402
-from vtr_qdrant.evaluation import EvalCorpus, exhaustive_scores, towers_fingerprint  # noqa: E402
-from vtr_qdrant.synthetic import evaluate_retrieval  # noqa: E402
-from vtr_qdrant.xpool import XPOOL_PARAMETER_NAMES, XPOOL_PREFIX, XPoolHead  # noqa: E402
+from vtr_qdrant.eval.evaluation import EvalCorpus, exhaustive_scores, towers_fingerprint  # noqa: E402
+from vtr_qdrant.search.xpool import XPOOL_PARAMETER_NAMES, XPOOL_PREFIX, XPoolHead  # noqa: E402
+from vtr_qdrant.synthetic.world import evaluate_retrieval  # noqa: E402
 
 pytestmark = pytest.mark.export
 
@@ -161,7 +161,7 @@ def test_bad_inputs() -> None:
 
 
 def test_head_bundle_and_onnx(trained, test_bundle, tmp_path: Path) -> None:
-    from vtr_qdrant.bundle import ModelBundle
+    from vtr_qdrant.model.bundle import ModelBundle
 
     pytest.importorskip("onnx")
     # the test bundle has D=32 like the task: attach the trained head to it

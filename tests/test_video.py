@@ -25,7 +25,6 @@ pytest.importorskip("imageio_ffmpeg")
 
 import video_factory as vf  # noqa: E402
 
-from vtr_qdrant import ffmpeg_bin  # noqa: E402
 from vtr_qdrant.errors import (  # noqa: E402
     ConfigError,
     DecodeTimeoutError,
@@ -33,7 +32,8 @@ from vtr_qdrant.errors import (  # noqa: E402
     UnsafeInputError,
     VideoDecodeError,
 )
-from vtr_qdrant.video import SampledFrames, probe, sample_frames, segment_windows  # noqa: E402
+from vtr_qdrant.video import ffmpeg_bin  # noqa: E402
+from vtr_qdrant.video.decode import SampledFrames, probe, sample_frames, segment_windows  # noqa: E402
 
 pytestmark = pytest.mark.video
 
@@ -487,7 +487,7 @@ def test_pyav_frames_equal_a_full_decode(moving: Path, kw: dict) -> None:
     """Seeking, forward decoding with non-reference frames skipped, draining: bit-identical frames."""
     import av
 
-    from vtr_qdrant import _pyav
+    from vtr_qdrant.video import pyav_worker as _pyav
 
     s = sample_frames(moving, size=32, engine="pyav", **kw)
     c = av.open(str(moving))
@@ -533,7 +533,8 @@ def test_pyav_decoding_happens_outside_the_calling_process(vids: dict[str, Path]
 @needs_av
 @pytest.mark.timeout(60)
 def test_auto_engine_choice(vids: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    from vtr_qdrant import _pyav_pool, video
+    from vtr_qdrant.video import decode as video
+    from vtr_qdrant.video import pyav_pool as _pyav_pool
 
     calls: list[str] = []
     real = _pyav_pool.sample
@@ -555,7 +556,7 @@ def test_auto_engine_choice(vids: dict[str, Path], monkeypatch: pytest.MonkeyPat
 @needs_av
 @pytest.mark.timeout(60)
 def test_auto_falls_back_when_the_worker_cannot_start(vids: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    from vtr_qdrant import _pyav_pool
+    from vtr_qdrant.video import pyav_pool as _pyav_pool
 
     _pyav_pool.shutdown()
     monkeypatch.setattr(_pyav_pool, "_BOOTSTRAP", "import sys; sys.exit('No module named av')")
@@ -569,7 +570,7 @@ def test_auto_falls_back_when_the_worker_cannot_start(vids: dict[str, Path], mon
 @pytest.mark.timeout(60)
 def test_pyav_hard_timeout_kills_a_hang_inside_libav(tmp_path: Path, vids: dict[str, Path]) -> None:
     """Opening a FIFO nobody writes blocks inside one libav call (open(2)): only a kill stops it."""
-    from vtr_qdrant import _pyav_pool
+    from vtr_qdrant.video import pyav_pool as _pyav_pool
 
     fifo = tmp_path / "hang.mp4"
     os.mkfifo(fifo)  # bypasses sample_frames' own FIFO check on purpose: a stand-in for a libav hang
@@ -586,7 +587,7 @@ def test_pyav_hard_timeout_kills_a_hang_inside_libav(tmp_path: Path, vids: dict[
 @needs_av
 @pytest.mark.timeout(60)
 def test_pyav_worker_crash_is_a_per_video_error(tmp_path: Path, vids: dict[str, Path]) -> None:
-    from vtr_qdrant import _pyav_pool
+    from vtr_qdrant.video import pyav_pool as _pyav_pool
 
     fifo = tmp_path / "hang.mp4"
     os.mkfifo(fifo)
@@ -620,7 +621,7 @@ def test_pyav_worker_crash_is_a_per_video_error(tmp_path: Path, vids: dict[str, 
 @needs_av
 @pytest.mark.timeout(60)
 def test_pyav_soft_timeout_keeps_the_worker(moving: Path) -> None:
-    from vtr_qdrant import _pyav_pool
+    from vtr_qdrant.video import pyav_pool as _pyav_pool
 
     sample_frames(moving, num_frames=1, size=8, engine="pyav")  # a warm worker
     pids = set(_pyav_pool.worker_pids())
@@ -634,7 +635,7 @@ def test_pyav_soft_timeout_keeps_the_worker(moving: Path) -> None:
 @needs_av
 @pytest.mark.timeout(120)
 def test_pyav_memory_is_bounded_on_huge_frames(tmp_path: Path) -> None:
-    from vtr_qdrant import _pyav_pool
+    from vtr_qdrant.video import pyav_pool as _pyav_pool
 
     _pyav_pool.shutdown()  # a fresh worker, so its peak RSS is this video's
     p = vf.large_video(tmp_path / "huge.mp4", 8000, 8000)
@@ -652,7 +653,7 @@ def test_pyav_memory_is_bounded_on_huge_frames(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_pyav_workers_outlive_the_thread_that_started_them(vids: dict[str, Path]) -> None:
     """Workers are shared: one started by a short-lived thread (a decode pool) is reused later."""
-    from vtr_qdrant import _pyav_pool
+    from vtr_qdrant.video import pyav_pool as _pyav_pool
 
     _pyav_pool.shutdown()
     th = threading.Thread(target=lambda: sample_frames(vids["colors"], num_frames=1, size=8, engine="pyav"))

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vtr_qdrant.aggregation import get_aggregator
 from vtr_qdrant.errors import ArtifactError, ConfigError, InvalidInputError
-from vtr_qdrant.xpool import XPOOL_PARAMETER_NAMES, XPoolHead, XPoolVideoCache
+from vtr_qdrant.search.aggregation import get_aggregator
+from vtr_qdrant.search.xpool import XPOOL_PARAMETER_NAMES, XPoolHead, XPoolVideoCache
 
 TOL = 1e-10
 

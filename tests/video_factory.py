@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vtr_qdrant.ffmpeg_bin import resolve_ffmpeg
+from vtr_qdrant.video.ffmpeg_bin import resolve_ffmpeg
 
 # Nominal RGB of the lavfi colour names used below (decoded values differ by a few units).
 COLORS: dict[str, tuple[int, int, int]] = {

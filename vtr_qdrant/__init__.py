@@ -11,11 +11,12 @@ aggregation (X-Pool) over each candidate's frames on the client.
 
 Importing this package never imports torch, ray, open_clip or a video decoder, and imports
 nothing heavy at all until a name is used: ``vtr_qdrant.VideoCollection`` loads qdrant-client, a
-Ray encode actor that only needs ``vtr_qdrant.bundle`` does not (PEP 562 lazy attributes).
+Ray encode actor that only needs ``vtr_qdrant.model.bundle`` does not (PEP 562 lazy attributes).
 """
 
 from typing import TYPE_CHECKING
 
+from . import _compat
 from .errors import (
     ArtifactError,
     CollectionMismatchError,
@@ -31,7 +32,11 @@ from .errors import (
 )
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
-    from .aggregation import (
+    from .collection import EmbeddedVideo, StoredVideo, VideoCollection
+    from .model.bundle import ModelBundle, resolve_bundle
+    from .model.encoders import FrameEncoder, TextEncoder
+    from .model.manifest import BundleManifest
+    from .search.aggregation import (
         AggregationResult,
         Aggregator,
         MaxFrame,
@@ -40,14 +45,10 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
         TopKFrames,
         get_aggregator,
     )
-    from .bundle import ModelBundle, resolve_bundle
-    from .collection import EmbeddedVideo, StoredVideo, VideoCollection
-    from .config import SamplingConfig
-    from .edge import EdgeBackend
-    from .encoders import FrameEncoder, TextEncoder
-    from .hits import Moment, VideoHit
-    from .manifest import BundleManifest
-    from .xpool import XPoolHead
+    from .search.hits import Moment, VideoHit
+    from .search.xpool import XPoolHead
+    from .store.edge import EdgeBackend
+    from .video.sampling import SamplingConfig
 
 __version__ = "0.1.0"
 
@@ -88,27 +89,29 @@ __all__ = [
 
 # public name -> submodule that defines it; imported on first attribute access
 _LAZY = {
-    "AggregationResult": "aggregation",
-    "Aggregator": "aggregation",
-    "MaxFrame": "aggregation",
-    "MeanPooling": "aggregation",
-    "SoftmaxPooling": "aggregation",
-    "TopKFrames": "aggregation",
-    "get_aggregator": "aggregation",
-    "ModelBundle": "bundle",
-    "resolve_bundle": "bundle",
+    "AggregationResult": "search.aggregation",
+    "Aggregator": "search.aggregation",
+    "MaxFrame": "search.aggregation",
+    "MeanPooling": "search.aggregation",
+    "SoftmaxPooling": "search.aggregation",
+    "TopKFrames": "search.aggregation",
+    "get_aggregator": "search.aggregation",
+    "ModelBundle": "model.bundle",
+    "resolve_bundle": "model.bundle",
     "EmbeddedVideo": "collection",
     "StoredVideo": "collection",
     "VideoCollection": "collection",
-    "SamplingConfig": "config",
-    "EdgeBackend": "edge",  # needs qdrant-edge-py (the edge extra)
-    "FrameEncoder": "encoders",
-    "TextEncoder": "encoders",
-    "Moment": "hits",
-    "VideoHit": "hits",
-    "BundleManifest": "manifest",
-    "XPoolHead": "xpool",
+    "SamplingConfig": "video.sampling",
+    "EdgeBackend": "store.edge",  # needs qdrant-edge-py (the edge extra)
+    "FrameEncoder": "model.encoders",
+    "TextEncoder": "model.encoders",
+    "Moment": "search.hits",
+    "VideoHit": "search.hits",
+    "BundleManifest": "model.manifest",
+    "XPoolHead": "search.xpool",
 }
+
+_compat.install()  # the flat layout's module paths (vtr_qdrant.store.qdrant, ...) keep working
 
 
 def __getattr__(name: str) -> object:
@@ -117,7 +120,7 @@ def __getattr__(name: str) -> object:
 
     module = _LAZY.get(name)
     if module is None:
-        # ``import vtr_qdrant; vtr_qdrant.storage...`` keeps working for submodules too
+        # ``import vtr_qdrant; vtr_qdrant.store.qdrant...`` keeps working for submodules too
         if not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
             return importlib.import_module(f".{name}", __name__)
         raise AttributeError(f"module 'vtr_qdrant' has no attribute {name!r}")

@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from .aggregation import Aggregator, get_aggregator
-from .bundle import ModelBundle, resolve_bundle
-from .config import SamplingConfig
 from .errors import CollectionMismatchError, ConfigError, InvalidInputError
-from .hits import VideoHit, moment_from_weights
 from .ingest import IngestReport
-from .points import (
+from .model.bundle import ModelBundle, resolve_bundle
+from .model.runtime import Device
+from .search.aggregation import Aggregator, get_aggregator
+from .search.hits import VideoHit, moment_from_weights
+from .search.xpool import XPoolHead, XPoolVideoCache
+from .store.points import (
     METADATA_KEY,
     SCHEMA_VERSION,
     VECTOR_FRAMES,
@@ -34,9 +35,8 @@ from .points import (
     make_points,
     validate_frames,
 )
-from .runtime import Device
-from .storage import FRAMES_HNSW_EF, Candidate, StageOneQuery, StorageBackend, as_backend
-from .xpool import XPoolHead, XPoolVideoCache
+from .store.qdrant import FRAMES_HNSW_EF, Candidate, StageOneQuery, StorageBackend, as_backend
+from .video.sampling import SamplingConfig
 
 __all__ = ["VideoCollection", "EmbeddedVideo", "StoredVideo", "DEFAULT_CANDIDATES"]
 
@@ -97,7 +97,7 @@ class VideoCollection:
 
     Args:
         client: an existing ``QdrantClient`` (``":memory:"``, ``path=...`` or ``url=...``) or a
-            :class:`~vtr_qdrant.storage.StorageBackend`. Never creates a hidden client.
+            :class:`~vtr_qdrant.store.qdrant.StorageBackend`. Never creates a hidden client.
         collection_name: the Qdrant collection.
         bundle: the model bundle (name, ``local-dir:`` path, folder or :class:`ModelBundle`).
             Needed for text search and video ingestion; embedding-level calls work without one
@@ -274,7 +274,7 @@ class VideoCollection:
     def _bundle_head(self) -> Aggregator | None:
         if self.bundle is None or self.bundle.manifest.xpool is None:
             return None
-        from .xpool import XPoolHead
+        from .search.xpool import XPoolHead
 
         spec = self.bundle.manifest.xpool
         return XPoolHead.load(self.bundle.file(spec.file))
@@ -294,7 +294,7 @@ class VideoCollection:
 
     @property
     def frame_encoder(self) -> Any:
-        """The bundle's :class:`~vtr_qdrant.encoders.FrameEncoder` (created on first use)."""
+        """The bundle's :class:`~vtr_qdrant.model.encoders.FrameEncoder` (created on first use)."""
         if self._frame_encoder is None:
             self._frame_encoder = self._require_bundle("encoding frames").frame_encoder(device=self.device)
         return self._frame_encoder

@@ -24,11 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from qdrant_client import models
 
 from .errors import InvalidInputError, VideoDecodeError, VtrError
-from .points import Key
+from .store.points import Key
 
 if TYPE_CHECKING:
     from .collection import EmbeddedVideo, VideoCollection
-    from .video import SampledFrames
+    from .video.decode import SampledFrames
 
 __all__ = ["VideoFailure", "IngestReport", "stored_payloads", "expand_sources", "file_content_hash", "ingest_videos", "VIDEO_EXTENSIONS"]
 
@@ -157,7 +157,7 @@ def ingest_videos(
 ) -> IngestReport:
     """Decode, encode and store video files; see :meth:`VideoCollection.add_videos`."""
     from .collection import EmbeddedVideo
-    from .video import sample_frames  # needs the video extra; imported only when ingesting
+    from .video.decode import sample_frames  # needs the video extra; imported only when ingesting
 
     t_start = time.perf_counter()
     paths = [os.fspath(u) for u in uris]

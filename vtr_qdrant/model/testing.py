@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._optional import require
+from .._optional import require
 from .bundle import ModelBundle
 from .manifest import BundleManifest, ImagePreprocess, ModelSource, OnnxTower, TokenizerSpec, write_manifest
 

@@ -41,8 +41,8 @@ def run_demo(
     """
     from qdrant_client import QdrantClient
 
-    from .collection import VideoCollection
-    from .synthetic import evaluate_retrieval, heldout_seed, make_world
+    from ..collection import VideoCollection
+    from ..synthetic.world import evaluate_retrieval, heldout_seed, make_world
 
     t0 = time.perf_counter()
     out = Path(out_dir)

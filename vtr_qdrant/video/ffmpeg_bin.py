@@ -18,8 +18,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ._optional import require
-from .errors import DecodeTimeoutError, MissingDependencyError, UnsafeInputError, VideoDecodeError
+from .._optional import require
+from ..errors import DecodeTimeoutError, MissingDependencyError, UnsafeInputError, VideoDecodeError
 
 __all__ = [
     "FFMPEG_ENV_VAR",

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, InvalidInputError, VideoDecodeError
+from ..errors import ConfigError, InvalidInputError, VideoDecodeError
 
 __all__ = [
     "COLOURS",
@@ -617,7 +617,7 @@ def write_video(video: SyntheticVideo, path: str | os.PathLike[str], size: int, 
         MissingDependencyError: no ffmpeg binary (from :func:`vtr_qdrant.video.resolve_ffmpeg`).
         VideoDecodeError: ffmpeg failed (the message carries its stderr).
     """
-    from .video import resolve_ffmpeg
+    from ..video.decode import resolve_ffmpeg
 
     ffmpeg = resolve_ffmpeg()
     out = Path(path)

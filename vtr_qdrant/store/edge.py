@@ -1,4 +1,4 @@
-"""A :class:`~vtr_qdrant.storage.StorageBackend` over Qdrant Edge: the real engine, in-process.
+"""A :class:`~vtr_qdrant.store.qdrant.StorageBackend` over Qdrant Edge: the real engine, in-process.
 
 Qdrant Edge (``pip install 'vtr-qdrant[edge]'``, module ``qdrant_edge``) runs Qdrant's storage and
 search code inside the Python process: payload filters, prefetch + MaxSim rescoring on
@@ -54,11 +54,11 @@ from typing import Any
 import numpy as np
 from qdrant_client import models
 
-from ._atomic import atomic_write_text
-from ._optional import require
-from .errors import ConfigError, StorageError
+from .._atomic import atomic_write_text
+from .._optional import require
+from ..errors import ConfigError, StorageError
 from .points import VECTOR_FRAMES, VECTOR_POOLED, PointData
-from .storage import Candidate, StageOneQuery, StorageBackend, _frames_of
+from .qdrant import Candidate, StageOneQuery, StorageBackend, _frames_of
 
 __all__ = ["EdgeBackend", "translate_filter", "METADATA_FILE", "SHARD_DIR"]
 
@@ -265,7 +265,7 @@ def _close_all(shards: dict[str, Any]) -> None:
 
 
 class EdgeBackend(StorageBackend):
-    """:class:`~vtr_qdrant.storage.StorageBackend` over Qdrant Edge shards in a local folder.
+    """:class:`~vtr_qdrant.store.qdrant.StorageBackend` over Qdrant Edge shards in a local folder.
 
     Example:
         >>> backend = EdgeBackend("/data/videos")                      # doctest: +SKIP

@@ -2,7 +2,7 @@
 
 Why a subprocess at all: PyAV runs FFmpeg's libraries in the calling process, where a libav call
 that never returns (a demuxer or decoder bug on a hostile file) could only be abandoned, never
-stopped — it would keep a thread and a core forever. Each worker (``python -m vtr_qdrant._pyav``)
+stopped — it would keep a thread and a core forever. Each worker (``vtr_qdrant.video.pyav_worker``)
 decodes one video at a time; the parent waits for its reply with the per-video deadline and
 SIGKILLs the worker's process group when it passes (:class:`DecodeTimeoutError`). The worker also
 checks the deadline between packets and answers with a timeout itself, so a slow but well-behaved
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import (
+from ..errors import (
     ConfigError,
     DecodeTimeoutError,
     MissingDependencyError,
@@ -57,7 +57,7 @@ _HEADER = struct.Struct("!I")
 # imports qdrant-client: ~1 s of start-up the decoder does not need).
 _BOOTSTRAP = (
     "import sys, types; pkg = types.ModuleType('vtr_qdrant'); pkg.__path__ = [sys.argv[1]]; "
-    "sys.modules['vtr_qdrant'] = pkg; from vtr_qdrant._pyav import worker_main; worker_main()"
+    "sys.modules['vtr_qdrant'] = pkg; from vtr_qdrant.video.pyav_worker import worker_main; worker_main()"
 )
 
 
@@ -68,7 +68,7 @@ class _WorkerDied(Exception):
 class _Worker:
     def __init__(self, deadline: float) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _BOOTSTRAP, os.path.dirname(os.path.abspath(__file__))],
+            [sys.executable, "-c", _BOOTSTRAP, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -214,7 +214,7 @@ def sample(*, text: str, url: str, num_frames: int | None, fps: float | None, si
         VideoDecodeError: The video cannot be decoded, or the worker died (``reason="decoder_crashed"``).
         UnsafeInputError: The source was refused for safety.
     """
-    from .video import SampledFrames
+    from .decode import SampledFrames
 
     if deadline - time.monotonic() <= 0:
         raise DecodeTimeoutError(text, "the per-video decode timeout was exhausted before decoding started")

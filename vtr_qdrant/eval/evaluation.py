@@ -33,15 +33,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .aggregation import Aggregator, get_aggregator
-from .errors import ArtifactError, CollectionMismatchError, ConfigError, InvalidInputError
-from .points import Key
-from .synthetic import evaluate_retrieval
-from .xpool import XPoolHead, XPoolVideoCache
+from ..errors import ArtifactError, CollectionMismatchError, ConfigError, InvalidInputError
+from ..search.aggregation import Aggregator, get_aggregator
+from ..search.xpool import XPoolHead, XPoolVideoCache
+from ..store.points import Key
+from ..synthetic.world import evaluate_retrieval
 
 if TYPE_CHECKING:
-    from .collection import VideoCollection
-    from .manifest import BundleManifest
+    from ..collection import VideoCollection
+    from ..model.manifest import BundleManifest
 
 __all__ = [
     "EvalQuery",
@@ -414,7 +414,7 @@ def load_head(spec: str | os.PathLike[str], *, expected_fingerprint: str | None 
         ArtifactError: unreadable file or a bundle without a head.
         CollectionMismatchError: the bundle's towers are not the collection's.
     """
-    from .bundle import LOCAL_PREFIX, ModelBundle
+    from ..model.bundle import LOCAL_PREFIX, ModelBundle
 
     s = os.fspath(spec).removeprefix(LOCAL_PREFIX)
     p = Path(s).expanduser()

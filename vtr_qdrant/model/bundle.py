@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ArtifactError, ModelNotFoundError
+from ..errors import ArtifactError, ModelNotFoundError
 from .manifest import BundleManifest, read_manifest, sha256_file
 from .runtime import Device
 
@@ -33,7 +33,7 @@ __all__ = ["ModelBundle", "resolve_bundle", "cache_dir", "register_exporter", "B
 
 log = logging.getLogger(__name__)
 
-BUILTIN_MODELS_DIR = Path(__file__).parent / "models"
+BUILTIN_MODELS_DIR = Path(__file__).parent.parent / "models"
 LOCAL_PREFIX = "local-dir:"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9][A-Za-z0-9._\-]*)?$")
 
@@ -155,7 +155,7 @@ class ModelBundle:
         return self._tokenizer
 
     def text_encoder(self, *, device: Device = "cpu", batch_size: int = 64, intra_op_threads: int | None = None) -> TextEncoder:
-        """A :class:`~vtr_qdrant.encoders.TextEncoder` over this bundle's text tower."""
+        """A :class:`~vtr_qdrant.model.encoders.TextEncoder` over this bundle's text tower."""
         from .encoders import TextEncoder
 
         return TextEncoder(self, device=device, batch_size=batch_size, intra_op_threads=intra_op_threads)
@@ -163,7 +163,7 @@ class ModelBundle:
     def frame_encoder(
         self, *, device: Device = "cpu", batch_size: int | None = None, intra_op_threads: int | None = None
     ) -> FrameEncoder:
-        """A :class:`~vtr_qdrant.encoders.FrameEncoder` over this bundle's image tower (``batch_size`` None: per device)."""
+        """A :class:`~vtr_qdrant.model.encoders.FrameEncoder` over this bundle's image tower (``batch_size`` None: per device)."""
         from .encoders import FrameEncoder
 
         return FrameEncoder(self, device=device, batch_size=batch_size, intra_op_threads=intra_op_threads)

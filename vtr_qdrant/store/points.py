@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -51,9 +51,9 @@ from typing import Any
 
 import numpy as np
 
+from .._optional import require
+from ..errors import ConfigError, MissingDependencyError, UnsafeInputError, VideoDecodeError
 from . import ffmpeg_bin
-from ._optional import require
-from .errors import ConfigError, MissingDependencyError, UnsafeInputError, VideoDecodeError
 from .ffmpeg_bin import resolve_ffmpeg
 
 __all__ = [
@@ -498,7 +498,7 @@ def sample_frames(
             f"allow_playlists={allow_playlists}); use engine='ffmpeg' or engine='auto'")
     if engine == "pyav" or (engine == "auto" and scheme == "file" and not allow_playlists and ffmpeg is None
                             and pyav_available()):
-        from . import _pyav_pool
+        from . import pyav_pool as _pyav_pool
 
         try:
             return _pyav_pool.sample(text=text, url=url, num_frames=num_frames, fps=fps, size=size, mode=mode,
@@ -775,7 +775,7 @@ def segment_windows(frames: SampledFrames, *, segment_seconds: float | None = No
     Returns:
         The windows, ``index`` 0..n-1.
     """
-    from .points import segment_spans  # one segmentation rule for decoding and storage
+    from ..store.points import segment_spans  # one segmentation rule for decoding and storage
 
     spans = segment_spans(frames.timestamps, duration=float(frames.duration), max_frames=max_frames_per_segment,
                           segment_seconds=segment_seconds)

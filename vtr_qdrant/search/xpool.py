@@ -56,10 +56,10 @@ from typing import Any
 
 import numpy as np
 
-from ._atomic import atomic_file
-from ._optional import require
+from .._atomic import atomic_file
+from .._optional import require
+from ..errors import ArtifactError, ConfigError, InvalidInputError
 from .aggregation import AggregationResult, Aggregator, check_inputs, masked_softmax
-from .errors import ArtifactError, ConfigError, InvalidInputError
 
 __all__ = ["XPOOL_PARAMETER_NAMES", "XPOOL_PREFIX", "XPoolHead", "XPoolVideoCache"]
 

@@ -24,10 +24,16 @@ _EVAL_DEFAULT_AGGREGATIONS = "mean,softmax,xpool-identity"
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .cli import _print_json, open_client
-    from .collection import VideoCollection
-    from .errors import ConfigError
-    from .evaluation import evaluate_collection, format_report, load_head, read_queries, resolve_aggregations
+    from ..collection import VideoCollection
+    from ..errors import ConfigError
+    from ..eval.evaluation import (
+        evaluate_collection,
+        format_report,
+        load_head,
+        read_queries,
+        resolve_aggregations,
+    )
+    from .main import _print_json, open_client
 
     queries = read_queries(args.queries)
     names = [n.strip() for n in args.aggregation.split(",") if n.strip()]
@@ -62,7 +68,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def add_eval(sub: Any) -> None:
     """Register ``vtr-qdrant eval``."""
-    from .cli import _add_target_args
+    from .main import _add_target_args
 
     p = sub.add_parser(
         "eval",
@@ -112,11 +118,11 @@ _TRAIN_FIELDS = [f for f, _, _ in _TRAIN_FLAGS]
 
 
 def _cmd_train_head(args: argparse.Namespace) -> int:
-    from ._optional import require
-    from .cli import open_client
-    from .collection import VideoCollection
-    from .errors import ConfigError
-    from .evaluation import read_captions
+    from .._optional import require
+    from ..collection import VideoCollection
+    from ..errors import ConfigError
+    from ..eval.evaluation import read_captions
+    from .main import open_client
 
     require("torch", "export", purpose="training the X-Pool head")
     from onnx_export.train_head import HeadTrainConfig, train_from_collection, write_head_bundle
@@ -152,7 +158,7 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
 
 def add_train_head(sub: Any) -> None:
     """Register ``vtr-qdrant train-head``."""
-    from .cli import _add_target_args
+    from .main import _add_target_args
 
     p = sub.add_parser(
         "train-head",

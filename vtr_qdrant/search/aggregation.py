@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError, InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 
 __all__ = [
     "AggregationResult",

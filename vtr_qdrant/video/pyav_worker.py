@@ -42,14 +42,15 @@ import av
 import av.logging
 import numpy as np
 
-from . import ffmpeg_bin, video
-from .errors import (
+from ..errors import (
     ConfigError,
     DecodeTimeoutError,
     MissingDependencyError,
     UnsafeInputError,
     VideoDecodeError,
 )
+from . import decode as video
+from . import ffmpeg_bin
 
 __all__ = ["sample", "SEEK_COST_FRAMES", "NONREF_CODECS", "worker_main"]
 

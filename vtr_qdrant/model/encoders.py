@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 from .preprocess import preprocess_images
 from .runtime import Device, get_session, providers_for
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 from .manifest import ImagePreprocess
 
 __all__ = ["preprocess_images", "resize_center_crop"]

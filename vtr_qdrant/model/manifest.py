@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ._atomic import atomic_write_text
-from .errors import ArtifactError
+from .._atomic import atomic_write_text
+from ..errors import ArtifactError
 
 __all__ = [
     "MANIFEST_FILE",

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from .cli_eval import add_eval, add_train_head
-from .errors import ConfigError, VtrError
+from ..errors import ConfigError, VtrError
+from .eval import add_eval, add_train_head
 
 __all__ = ["main", "build_parser", "open_client"]
 
@@ -62,15 +62,15 @@ def _print_json(obj: Any) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from . import resolve_bundle
-    from .runtime import available_providers
+    from ..model.bundle import resolve_bundle
+    from ..model.runtime import available_providers
 
     out: dict[str, Any] = {"onnxruntime_providers": available_providers()}
     if args.bundle:
         b = resolve_bundle(args.bundle)
         out["bundle"] = {"path": str(b.path), **b.manifest.model_dump(mode="json", exclude={"files"})}
     if args.collection:
-        from .collection import VideoCollection
+        from ..collection import VideoCollection
 
         with open_client(args) as client:
             out["collection"] = VideoCollection(client, args.collection, args.bundle, create=False).info()
@@ -88,7 +88,7 @@ def _add_info(sub: Any) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from .collection import VideoCollection
+    from ..collection import VideoCollection
 
     with open_client(args) as client:
         vc = VideoCollection(client, args.collection, args.bundle, create=False)
@@ -125,9 +125,9 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         return int(cli_ingest(args))
     if args.rebuild or args.prune:
         raise ConfigError("--rebuild and --prune need --ray (they are Ray-job features)")
-    from .collection import VideoCollection
-    from .config import SamplingConfig
-    from .ingest import expand_sources
+    from ..collection import VideoCollection
+    from ..ingest import expand_sources
+    from ..video.sampling import SamplingConfig
 
     uris = expand_sources(args.sources)
     given = {k: v for k, v in dict(num_frames=args.num_frames, fps=args.fps, mode=args.mode, segment_seconds=args.segment_seconds).items() if v is not None}

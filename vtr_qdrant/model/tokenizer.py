@@ -44,8 +44,8 @@ import ftfy
 import numpy as np
 import regex
 
-from ._atomic import atomic_file
-from .errors import ArtifactError, ConfigError, InvalidInputError
+from .._atomic import atomic_file
+from ..errors import ArtifactError, ConfigError, InvalidInputError
 
 __all__ = ["DEFAULT_CONTEXT_LENGTH", "MAX_MERGES", "ClipTokenizer", "train_bpe_merges"]
 
@@ -57,7 +57,7 @@ SOT_TOKEN = "<start_of_text>"
 EOT_TOKEN = "<end_of_text>"
 END_OF_WORD = "</w>"
 _WORD_CACHE_SIZE = 50_000
-_HEADER = "#version: 0.2 (written by vtr_qdrant.tokenizer.train_bpe_merges)"
+_HEADER = "#version: 0.2 (written by vtr_qdrant.model.tokenizer.train_bpe_merges)"
 
 # Pieces: contractions, runs of letters, single digits, runs of anything else but whitespace.
 _PIECE_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ArtifactError, ConfigError
+from ..errors import ArtifactError, ConfigError
 
 __all__ = ["Device", "available_providers", "providers_for", "get_session", "clear_sessions"]
 

@@ -1,0 +1,1 @@
+"""Retrieval evaluation: general metrics (R@K, MdR, MnR) and the runner over query files."""
