@@ -33,10 +33,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import median_seconds, print_table, write_json  # noqa: E402
 from qdrant_client import QdrantClient  # noqa: E402
 
-from vtr_qdrant.collection import EmbeddedVideo, VideoCollection  # noqa: E402
+from vtr_qdrant.collection import VideoCollection  # noqa: E402
+from vtr_qdrant.store.backend import StorageBackend  # noqa: E402
 from vtr_qdrant.store.edge import EdgeBackend  # noqa: E402
+from vtr_qdrant.store.plan import StageOneQuery  # noqa: E402
 from vtr_qdrant.store.points import point_id  # noqa: E402
-from vtr_qdrant.store.qdrant import QdrantClientBackend, StageOneQuery, StorageBackend  # noqa: E402
+from vtr_qdrant.store.qdrant import QdrantClientBackend  # noqa: E402
+from vtr_qdrant.store.videos import EmbeddedVideo  # noqa: E402
 
 log = logging.getLogger("bench_backends")
 NAME = "bench"

@@ -53,7 +53,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import median_seconds, print_table, write_json  # noqa: E402
 
 from vtr_qdrant.eval.evaluation import EvalCorpus, exhaustive_scores  # noqa: E402
-from vtr_qdrant.search.aggregation import Aggregator, get_aggregator  # noqa: E402
+from vtr_qdrant.search.aggregation import Aggregator  # noqa: E402
+from vtr_qdrant.search.resolve import get_aggregator  # noqa: E402
 
 log = logging.getLogger("bench_recall")
 KS = [10, 20, 50, 100, 150, 200, 300, 500, 1000, 2000]
@@ -192,9 +193,10 @@ def edge_curve(
     ``stage1_ceiling`` = share of the exhaustive top-10 among the K stage-1 candidates.
     ``frames_efs``: also sweep the hybrid's frames-prefetch beam width (``frames_hnsw_ef``) at K=50/100.
     """
-    from vtr_qdrant.collection import EmbeddedVideo, VideoCollection
+    from vtr_qdrant.collection import VideoCollection
     from vtr_qdrant.store.edge import EdgeBackend
-    from vtr_qdrant.store.qdrant import StageOneQuery
+    from vtr_qdrant.store.plan import StageOneQuery
+    from vtr_qdrant.store.videos import EmbeddedVideo
 
     n, f, d = frames.shape
     ts = np.arange(f, dtype=np.float64)

@@ -32,7 +32,7 @@ from _common import median_seconds, print_table, write_json  # noqa: E402
 
 from vtr_qdrant import VideoCollection  # noqa: E402
 from vtr_qdrant.search.aggregation import MaxFrame, MeanPooling, SoftmaxPooling, TopKFrames  # noqa: E402
-from vtr_qdrant.store.qdrant import StorageBackend, _frames_of  # noqa: E402
+from vtr_qdrant.store.backend import StorageBackend, frames_of  # noqa: E402
 
 
 def _backend(kind: str, tmp: Path) -> tuple[StorageBackend, object]:
@@ -59,7 +59,7 @@ def end_to_end(args: argparse.Namespace, rng: np.random.Generator) -> tuple[list
     import tempfile
     import time
 
-    from vtr_qdrant.collection import EmbeddedVideo
+    from vtr_qdrant.store.videos import EmbeddedVideo
 
     results: list[dict[str, object]] = []
     rows: list[list[object]] = []
@@ -118,7 +118,7 @@ def main() -> None:
         text = frames[0, 0][None, :].copy()
 
         def convert() -> None:
-            arrs = [_frames_of({"frames": x}) for x in as_lists]
+            arrs = [frames_of({"frames": x}) for x in as_lists]
             lengths = np.array([len(a) for a in arrs])
             out = np.zeros((len(arrs), lengths.max(), args.dim), np.float32)
             for i, a in enumerate(arrs):

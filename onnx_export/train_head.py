@@ -63,7 +63,8 @@ import torch
 from torch import nn
 
 from vtr_qdrant.errors import ArtifactError, ConfigError, InvalidInputError
-from vtr_qdrant.eval.evaluation import EvalCorpus, exhaustive_scores, towers_fingerprint
+from vtr_qdrant.eval.evaluation import EvalCorpus, exhaustive_scores
+from vtr_qdrant.search.resolve import towers_fingerprint
 from vtr_qdrant.search.xpool import XPOOL_PREFIX, XPoolHead
 from vtr_qdrant.synthetic.world import evaluate_retrieval
 

@@ -34,7 +34,6 @@ from qdrant_client import models
 
 from vtr_qdrant.collection import VideoCollection
 from vtr_qdrant.errors import ConfigError, StorageError
-from vtr_qdrant.ingest import stored_payloads
 from vtr_qdrant.store.points import Key
 
 from .sources import VideoSource
@@ -177,7 +176,7 @@ def split_unchanged(vc: VideoCollection, sources: Sequence[VideoSource], *, forc
     content hash and the collection's model fingerprint (sources with no hash are never unchanged)."""
     if force or not sources:
         return list(sources), []
-    stored = stored_payloads(vc, [s.video_id for s in sources])
+    stored = vc.store.stored_payloads([s.video_id for s in sources])
     fingerprint = vc.fingerprint
     todo, same = [], []
     for s in sources:

@@ -30,7 +30,8 @@ from vtr_qdrant.collection import VideoCollection
 from vtr_qdrant.errors import VideoDecodeError
 from vtr_qdrant.ingest import VideoFailure
 from vtr_qdrant.model.bundle import resolve_bundle
-from vtr_qdrant.store.qdrant import QdrantClientBackend, StorageBackend
+from vtr_qdrant.store.backend import StorageBackend
+from vtr_qdrant.store.qdrant import QdrantClientBackend
 from vtr_qdrant.video.sampling import SamplingConfig
 
 from .config import JobConfig

@@ -29,11 +29,14 @@ import numpy as np
 from qdrant_client import models
 from ray.data import Datasink
 
-from vtr_qdrant.collection import EmbeddedVideo, VideoCollection
+from vtr_qdrant.collection import VideoCollection
 from vtr_qdrant.errors import InvalidInputError, VtrError
 from vtr_qdrant.ingest import VideoFailure
+from vtr_qdrant.store.backend import Candidate, StorageBackend
+from vtr_qdrant.store.plan import StageOneQuery
 from vtr_qdrant.store.points import PointData
-from vtr_qdrant.store.qdrant import Candidate, QdrantClientBackend, StageOneQuery, StorageBackend
+from vtr_qdrant.store.qdrant import QdrantClientBackend
+from vtr_qdrant.store.videos import EmbeddedVideo
 
 from .config import QdrantTarget, WriteConfig
 from .rows import Col, batch_rows, has_error, row_failure, scalar_str, set_error
@@ -278,12 +281,12 @@ class VideoWriter:
 
     def _write_batch(self, batch: list[tuple[dict[str, Any], EmbeddedVideo]]) -> None:
         try:
-            written = self.vc.upsert_embeddings_batch([v for _, v in batch])
+            written = self.vc.store.upsert([v for _, v in batch])
         except InvalidInputError:
             # one video is malformed (shape, NaN, reserved metadata key): find it, keep the others
             for row, v in batch:
                 try:
-                    self._record({v.video_id: self.vc.upsert_embeddings_batch([v])[v.video_id]}, [v])
+                    self._record({v.video_id: self.vc.store.upsert([v])[v.video_id]}, [v])
                 except InvalidInputError as e:
                     self._fail(row, "upsert", e)
             return

@@ -249,7 +249,7 @@ def test_xpool_search_matches_direct_head_and_cache(client, test_bundle):  # typ
         for h in hits:
             assert h.score == pytest.approx(ref[h.video_id], abs=1e-5)
             assert sum(h.moment.weights) == pytest.approx(1.0, abs=1e-5)
-    assert len(vc._xpool_cache) == 8
+    assert len(vc.stage_two._states) == 8
     # uncached path gives the same scores
     vc0 = VideoCollection(client, "videos", test_bundle, aggregation=head, xpool_cache_size=0)
     assert [h.score for h in vc0.search(q, limit=12, candidates=12)] == pytest.approx([h.score for h in hits], abs=1e-6)

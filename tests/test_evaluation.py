@@ -12,7 +12,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from vtr_qdrant.cli.main import main
-from vtr_qdrant.collection import EmbeddedVideo, VideoCollection
+from vtr_qdrant.collection import VideoCollection
 from vtr_qdrant.errors import ArtifactError, ConfigError, InvalidInputError
 from vtr_qdrant.eval.evaluation import (
     EvalCorpus,
@@ -20,18 +20,17 @@ from vtr_qdrant.eval.evaluation import (
     evaluate_collection,
     exhaustive_scores,
     format_report,
-    load_head,
     read_captions,
     read_queries,
     relevance_for,
-    resolve_aggregations,
     topk_agreement,
-    towers_fingerprint,
     two_stage_results,
     two_stage_scores,
 )
 from vtr_qdrant.search.aggregation import MaxFrame, MeanPooling, SoftmaxPooling, TopKFrames
+from vtr_qdrant.search.resolve import load_head, resolve_aggregations, towers_fingerprint
 from vtr_qdrant.search.xpool import XPOOL_PARAMETER_NAMES, XPoolHead
+from vtr_qdrant.store.videos import EmbeddedVideo
 from vtr_qdrant.synthetic.world import evaluate_retrieval
 
 DIM = 32
@@ -239,8 +238,8 @@ def test_resolve_aggregations(filled, tmp_path: Path) -> None:
     vc, _, _ = filled
     aggs = resolve_aggregations(["mean", "xpool-identity"], DIM)
     assert isinstance(aggs["xpool-identity"], XPoolHead)
-    with pytest.raises(ConfigError, match="needs a trained head"):
-        resolve_aggregations(["xpool"], DIM, collection=vc)
+    with pytest.raises(ConfigError, match="needs a trained X-Pool head"):
+        resolve_aggregations(["xpool"], DIM, bundle=vc.bundle)
     with pytest.raises(ConfigError, match="unknown aggregation"):
         resolve_aggregations(["nope"], DIM)
     head = random_head(2)
@@ -310,7 +309,7 @@ def test_cli_eval_end_to_end(test_bundle, tmp_path: Path, capsys: pytest.Capture
     assert 0.0 <= report["results"]["mean"]["two_stage"]["top10_recall_vs_exhaustive"] <= 1.0
     rc = main(["eval", *target, "--queries", str(queries), "--aggregation", "xpool", "--mode", "exhaustive"])
     assert rc == 2
-    assert "needs a trained head" in capsys.readouterr().err
+    assert "needs a trained X-Pool head" in capsys.readouterr().err
     head = tmp_path / "head.npz"
     XPoolHead.identity(DIM).save(head)
     rc = main(

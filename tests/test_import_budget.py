@@ -60,7 +60,7 @@ def test_package_and_encode_actor_import_no_qdrant_client() -> None:
     out = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True, timeout=110, cwd=Path(__file__).parent.parent)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result == {"package": False, "actor": [], "submodule": "vtr_qdrant.store.qdrant"}
+    assert result == {"package": False, "actor": [], "submodule": "vtr_qdrant.store.plan"}
 
 
 def test_lazy_names_resolve() -> None:

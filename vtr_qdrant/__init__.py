@@ -43,9 +43,9 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
         MeanPooling,
         SoftmaxPooling,
         TopKFrames,
-        get_aggregator,
     )
     from .search.hits import Moment, VideoHit
+    from .search.resolve import get_aggregator
     from .search.xpool import XPoolHead
     from .store.edge import EdgeBackend
     from .video.sampling import SamplingConfig
@@ -95,7 +95,7 @@ _LAZY = {
     "MeanPooling": "search.aggregation",
     "SoftmaxPooling": "search.aggregation",
     "TopKFrames": "search.aggregation",
-    "get_aggregator": "search.aggregation",
+    "get_aggregator": "search.resolve",
     "ModelBundle": "model.bundle",
     "resolve_bundle": "model.bundle",
     "EmbeddedVideo": "collection",

@@ -1,42 +1,44 @@
-"""``VideoCollection``: a Qdrant collection of videos searchable by text.
+"""``VideoCollection``: a Qdrant collection of videos searchable by text — the façade.
 
-Search is two-stage (see DESIGN.md): stage 1 is one ``query_points`` call in Qdrant (payload filter
-inside the ANN search on the pooled vector, optionally rescored by MaxSim over the frames) that also
-returns the candidates' frame matrices; stage 2 scores all candidates at once on the client with a
-text-conditioned aggregation, and reports the moment each hit matched.
+It wires the stages together and owns nothing of their logic (docs/ARCHITECTURE.md):
+
+- :mod:`vtr_qdrant.store.schema` creates the collection or checks that an existing one matches the
+  model and settings; :class:`~vtr_qdrant.store.videos.VideoStore` writes and reads videos;
+- :mod:`vtr_qdrant.model` encodes texts and frames; :mod:`vtr_qdrant.ingest` ingests files;
+- search is two-stage (DESIGN.md): stage 1 is one query in Qdrant, planned by
+  :mod:`vtr_qdrant.store.plan` (payload filter inside the ANN search; frame-aware by default),
+  returning candidate ids and payloads; stage 2 (:class:`~vtr_qdrant.search.stage_two.StageTwo`)
+  attaches their frames, scores all candidates at once with the aggregation that
+  :mod:`vtr_qdrant.search.resolve` resolved, and reports the moment each hit matched.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from .errors import CollectionMismatchError, ConfigError, InvalidInputError
-from .ingest import IngestReport
+from .errors import ConfigError, InvalidInputError
 from .model.bundle import ModelBundle, resolve_bundle
 from .model.runtime import Device
-from .search.aggregation import Aggregator, get_aggregator
-from .search.hits import VideoHit, moment_from_weights
-from .search.xpool import XPoolHead, XPoolVideoCache
-from .store.points import (
-    METADATA_KEY,
-    SCHEMA_VERSION,
-    VECTOR_FRAMES,
-    VECTOR_POOLED,
-    Key,
-    PointData,
-    make_points,
-    validate_frames,
-)
-from .store.qdrant import FRAMES_HNSW_EF, Candidate, StageOneQuery, StorageBackend, as_backend
+from .search.aggregation import Aggregator
+from .search.hits import VideoHit
+from .search.resolve import resolve_aggregation
+from .search.stage_two import StageTwo
+from .store.backend import StorageBackend
+from .store.plan import FRAMES_HNSW_EF, StageOneQuery
+from .store.qdrant import as_backend
+from .store.schema import CollectionSchema, create_collection, open_collection
+from .store.videos import EmbeddedVideo, StoredVideo, VideoStore
 from .video.sampling import SamplingConfig
+
+if TYPE_CHECKING:
+    from .ingest import IngestReport
+    from .model.encoders import FrameEncoder, TextEncoder
 
 __all__ = ["VideoCollection", "EmbeddedVideo", "StoredVideo", "DEFAULT_CANDIDATES"]
 
@@ -45,51 +47,6 @@ log = logging.getLogger(__name__)
 DEFAULT_CANDIDATES = 100
 DEFAULT_XPOOL_CACHE = 4096
 DEFAULT_FRAMES_CACHE = 2048
-_UPSERT_BATCH_POINTS = 64
-
-
-@dataclass
-class EmbeddedVideo:
-    """One video's frame embeddings, ready to store.
-
-    Attributes:
-        video_id: unique id of the video in the collection.
-        frames: (F, D) float array of frame embeddings (normalised on write).
-        timestamps: (F,) float seconds of each frame.
-        metadata: user payload fields (top-level keys; reserved names are refused).
-        uri, duration, content_hash: stored in the payload.
-    """
-
-    video_id: str
-    frames: np.ndarray
-    timestamps: np.ndarray
-    metadata: Mapping[str, Any] | None = None
-    uri: str | None = None
-    duration: float | None = None
-    content_hash: str | None = None
-
-
-@dataclass
-class StoredVideo:
-    """A video as stored: all segments concatenated in time order.
-
-    Attributes:
-        video_id: its id.
-        frames: (F, D) float32 L2-normalised frame embeddings.
-        timestamps: (F,) float64 seconds.
-        payload: the first segment's payload (shared fields: uri, duration, metadata...).
-        point_ids: ids of its points, one per segment.
-    """
-
-    video_id: str
-    frames: np.ndarray
-    timestamps: np.ndarray
-    payload: dict[str, Any]
-    point_ids: list[str] = field(default_factory=list)
-
-
-def _video_filter(video_id: str) -> models.Filter:
-    return models.Filter(must=[models.FieldCondition(key=Key.VIDEO_ID, match=models.MatchValue(value=video_id))])
 
 
 class VideoCollection:
@@ -168,38 +125,48 @@ class VideoCollection:
         self.hnsw_ef = hnsw_ef
         self.frames_hnsw_ef = frames_hnsw_ef
         self.exact = exact
-        self.dim: int = 0
-        self._text_encoder: Any = None
-        self._stored_fingerprint: str | None = None
-        self.xpool_cache_size = int(xpool_cache_size)
-        self._xpool_cache: OrderedDict[tuple[int, str, str], XPoolVideoCache] = OrderedDict()
-        if isinstance(frames_cache_size, bool) or not isinstance(frames_cache_size, int) or frames_cache_size < 0:
-            raise ConfigError(f"frames_cache_size must be an int >= 0, got {frames_cache_size!r}")
-        self.frames_cache_size = frames_cache_size
-        self._frames_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._frame_encoder: Any = None
+        self._text_encoder: TextEncoder | None = None
+        self._frame_encoder: FrameEncoder | None = None
         if self.bundle is not None and dim is not None and dim != self.bundle.embed_dim:
             raise ConfigError(f"dim={dim} contradicts the bundle's embed_dim={self.bundle.embed_dim}; drop dim")
-
+        fingerprint = self.bundle.towers_fingerprint if self.bundle is not None else None
         if self.backend.collection_exists(collection_name):
-            self._open_existing(dim, sampling)
+            schema = open_collection(
+                self.backend,
+                collection_name,
+                fingerprint=fingerprint,
+                model_name=self.bundle.name if self.bundle is not None else None,
+                dim=self.bundle.embed_dim if self.bundle is not None else dim,
+                sampling=sampling,
+            )
         elif not create:
             raise ConfigError(f"collection {collection_name!r} does not exist (pass create=True to create it)")
         else:
             new_dim = self.bundle.embed_dim if self.bundle is not None else dim
             if new_dim is None:
                 raise ConfigError("creating a collection needs a model bundle (bundle=...) or an embedding dimension (dim=...)")
-            self.dim = int(new_dim)
-            self.sampling = sampling or SamplingConfig()
-            self.frames_indexed = bool(index_frames)
-            self.backend.create_collection(
-                collection_name, dim=self.dim, metadata={METADATA_KEY: self._metadata()}, index_frames=self.frames_indexed
+            schema = CollectionSchema(
+                dim=int(new_dim),
+                sampling=sampling or SamplingConfig(),
+                model_fingerprint=fingerprint,
+                model_name=self.bundle.name if self.bundle is not None else None,
+                frames_indexed=bool(index_frames),
             )
-            self.backend.create_payload_index(collection_name, Key.VIDEO_ID, "keyword")
-            self.backend.create_payload_index(collection_name, Key.CONTENT_HASH, "keyword")
-            self.backend.create_payload_index(collection_name, Key.SEGMENT_INDEX, "integer")
-        for name, schema in (indexed_fields or {}).items():
-            self.backend.create_payload_index(collection_name, name, schema)
+            create_collection(self.backend, collection_name, schema)
+        self.schema = schema
+        self.dim: int = schema.dim
+        self.sampling: SamplingConfig = schema.sampling
+        self.frames_indexed: bool = schema.frames_indexed
+        for name, field_schema in (indexed_fields or {}).items():
+            self.backend.create_payload_index(collection_name, name, field_schema)
+        self.store = VideoStore(
+            self.backend,
+            collection_name,
+            dim=self.dim,
+            fingerprint=self.fingerprint,
+            segment_seconds=self.sampling.segment_seconds,
+        )
+        self.stage_two = StageTwo(self.dim, frames_cache_size=frames_cache_size, precompute_cache_size=xpool_cache_size)
         self.aggregation = self._resolve_aggregation(aggregation)
 
     # ------------------------------------------------------------------ schema
@@ -207,77 +174,20 @@ class VideoCollection:
     @property
     def fingerprint(self) -> str | None:
         """Fingerprint of the model the collection's vectors come from (None: embeddings-only)."""
-        return self.bundle.towers_fingerprint if self.bundle is not None else self._stored_fingerprint
+        return self.bundle.towers_fingerprint if self.bundle is not None else self.schema.model_fingerprint
 
-    def _metadata(self) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "model_fingerprint": self.bundle.towers_fingerprint if self.bundle else None,
-            "model_name": self.bundle.name if self.bundle else None,
-            "dim": self.dim,
-            "sampling": self.sampling.model_dump(),
-            "frames_indexed": self.frames_indexed,
-        }
+    @property
+    def frames_cache_size(self) -> int:
+        """Candidates' frame matrices kept in memory (0: stage 1 returns the frames)."""
+        return self.stage_two.frames_cache_size
 
-    def _open_existing(self, dim: int | None, sampling: SamplingConfig | None) -> None:
-        schema = self.backend.collection_schema(self.collection_name)
-        meta = schema["metadata"].get(METADATA_KEY)
-        name = self.collection_name
-        if not isinstance(meta, dict):
-            raise CollectionMismatchError(
-                f"collection {name!r} exists but was not created by vtr-qdrant (no {METADATA_KEY!r} metadata); "
-                "use another collection_name"
-            )
-        problems = []
-        if meta.get("schema_version") != SCHEMA_VERSION:
-            problems.append(f"schema version {meta.get('schema_version')} (this vtr-qdrant writes {SCHEMA_VERSION})")
-        stored_dim = meta.get("dim")
-        vectors = schema["vectors"]
-        if set(vectors) != {VECTOR_FRAMES, VECTOR_POOLED} or any(v["size"] != stored_dim for v in vectors.values()):
-            problems.append(f"vectors {vectors} (expected {VECTOR_FRAMES!r} and {VECTOR_POOLED!r} of size {stored_dim})")
-        want_dim = self.bundle.embed_dim if self.bundle is not None else dim
-        if want_dim is not None and want_dim != stored_dim:
-            problems.append(f"dimension {stored_dim} (you asked for {want_dim})")
-        stored_fp = meta.get("model_fingerprint")
-        if self.bundle is not None and stored_fp != self.bundle.towers_fingerprint:
-            problems.append(
-                f"model {meta.get('model_name')!r} fingerprint {stored_fp} "
-                f"(your bundle {self.bundle.name!r} has {self.bundle.towers_fingerprint})"
-            )
-        stored_sampling = SamplingConfig.model_validate(meta.get("sampling") or {})
-        if sampling is not None and sampling != stored_sampling:
-            problems.append(f"sampling {stored_sampling.model_dump()} (you asked for {sampling.model_dump()})")
-        if problems:
-            raise CollectionMismatchError(
-                f"collection {name!r} does not match: it has " + "; ".join(problems)
-                + ". Open it with the model and settings it was built with, or use a new collection_name."
-            )
-        self.dim = int(stored_dim)  # type: ignore[arg-type]
-        self.sampling = stored_sampling
-        self._stored_fingerprint = stored_fp
-        self.frames_indexed = bool(meta.get("frames_indexed", False))
+    @property
+    def xpool_cache_size(self) -> int:
+        """Candidates' precomputed X-Pool tensors kept in memory."""
+        return self.stage_two.precompute_cache_size
 
     def _resolve_aggregation(self, aggregation: str | Aggregator) -> Aggregator:
-        if isinstance(aggregation, Aggregator):
-            return aggregation
-        if aggregation == "xpool":
-            head = self._bundle_head()
-            if head is None:
-                raise ConfigError(
-                    "aggregation='xpool' needs a trained X-Pool head: this collection's bundle ships none. "
-                    "Pass an XPoolHead instance (e.g. XPoolHead.identity(dim) for the parameter-free "
-                    "initialisation) or use aggregation='softmax'"
-                )
-            return head
-        return get_aggregator(aggregation)
-
-    def _bundle_head(self) -> Aggregator | None:
-        if self.bundle is None or self.bundle.manifest.xpool is None:
-            return None
-        from .search.xpool import XPoolHead
-
-        spec = self.bundle.manifest.xpool
-        return XPoolHead.load(self.bundle.file(spec.file))
+        return resolve_aggregation(aggregation, dim=self.dim, bundle=self.bundle)
 
     # ------------------------------------------------------------------ encoders
 
@@ -290,30 +200,16 @@ class VideoCollection:
         """Embed query texts with the collection's bundle: (N, D) float32, L2-normalised."""
         if self._text_encoder is None:
             self._text_encoder = self._require_bundle("text search").text_encoder(device=self.device)
-        return self._text_encoder.encode(texts)  # type: ignore[no-any-return]
+        return self._text_encoder.encode(texts)
 
     @property
-    def frame_encoder(self) -> Any:
+    def frame_encoder(self) -> FrameEncoder:
         """The bundle's :class:`~vtr_qdrant.model.encoders.FrameEncoder` (created on first use)."""
         if self._frame_encoder is None:
             self._frame_encoder = self._require_bundle("encoding frames").frame_encoder(device=self.device)
         return self._frame_encoder
 
     # ------------------------------------------------------------------ writes
-
-    def _points_for(self, video: EmbeddedVideo) -> list[PointData]:
-        frames, ts = validate_frames(video.video_id, video.frames, video.timestamps, self.dim)
-        return make_points(
-            video.video_id,
-            frames,
-            ts,
-            model_fingerprint=self.fingerprint or "",
-            metadata=video.metadata,
-            uri=video.uri,
-            duration=video.duration,
-            content_hash=video.content_hash,
-            segment_seconds=self.sampling.segment_seconds,
-        )
 
     def upsert_embeddings(
         self,
@@ -341,9 +237,7 @@ class VideoCollection:
         Raises:
             InvalidInputError: bad shapes, dtypes, NaNs or reserved metadata keys; nothing is written.
         """
-        return self.upsert_embeddings_batch(
-            [EmbeddedVideo(video_id, frames, timestamps, metadata, uri, duration, content_hash)]
-        )[video_id]
+        return self.store.upsert([EmbeddedVideo(video_id, frames, timestamps, metadata, uri, duration, content_hash)])[video_id]
 
     def upsert_embeddings_batch(self, videos: Iterable[EmbeddedVideo]) -> dict[str, list[str]]:
         """Store many videos; every video is validated before anything is written.
@@ -351,29 +245,7 @@ class VideoCollection:
         Returns:
             ``{video_id: [point ids]}``.
         """
-        per_video: dict[str, list[PointData]] = {}
-        for v in videos:
-            if v.video_id in per_video:
-                raise InvalidInputError(f"video_id {v.video_id!r} appears twice in one batch")
-            per_video[v.video_id] = self._points_for(v)
-        flat = [p for pts in per_video.values() for p in pts]
-        for i in range(0, len(flat), _UPSERT_BATCH_POINTS):
-            self.backend.upsert(self.collection_name, flat[i : i + _UPSERT_BATCH_POINTS])
-        # A re-ingested video may have fewer segments than before: drop the stale ones, after the
-        # new points are durable, so a crash in between never loses the video. One scroll per batch
-        # (not a count per video: a filtered count is a full scan in local mode).
-        self._delete_stale_segments(per_video)
-        return {vid: [p.id for p in pts] for vid, pts in per_video.items()}
-
-    def _delete_stale_segments(self, per_video: Mapping[str, list[PointData]]) -> None:
-        keep = {p.id for pts in per_video.values() for p in pts}
-        vids = list(per_video)
-        stale: list[str] = []
-        for i in range(0, len(vids), 256):
-            f = models.Filter(must=[models.FieldCondition(key=Key.VIDEO_ID, match=models.MatchAny(any=vids[i : i + 256]))])
-            stale += [c.id for c in self.backend.scroll(self.collection_name, f, with_frames=False) if c.id not in keep]
-        if stale:
-            self.backend.delete(self.collection_name, models.Filter(must=[models.HasIdCondition(has_id=stale)]))  # type: ignore[list-item]
+        return self.store.upsert(videos)
 
     def optimize(self) -> bool:
         """Let the storage engine build its ANN index now (needed for Qdrant Edge after bulk writes;
@@ -382,11 +254,7 @@ class VideoCollection:
 
     def delete(self, video_id: str) -> int:
         """Delete a video (all its segments). Returns how many points were removed."""
-        f = _video_filter(video_id)
-        n = self.backend.count(self.collection_name, f)
-        if n:
-            self.backend.delete(self.collection_name, f)
-        return n
+        return self.store.delete(video_id)
 
     def add_videos(
         self,
@@ -394,12 +262,7 @@ class VideoCollection:
         *,
         video_ids: Sequence[str] | None = None,
         metadata: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
-        force: bool = False,
-        batch_frames: int = 64,
-        decode_workers: int = 2,
-        timeout: float = 120.0,
-        progress: bool = True,
-        **sample_options: Any,
+        **options: Any,
     ) -> IngestReport:
         """Decode video files, encode their frames and store them (needs the ``video`` extra).
 
@@ -409,51 +272,46 @@ class VideoCollection:
         reported and the others go on; nothing already ingested is touched.
 
         Args:
-            uris: video file paths (see :func:`vtr_qdrant.ingest.expand_sources` for folders/globs).
+            uris: video file paths (see :func:`vtr_qdrant.video.source.expand_sources` for folders/globs).
             video_ids: ids to store them under (default: the absolute path).
             metadata: one dict for all videos, or one per video (user payload fields).
-            force: re-ingest unchanged files.
-            batch_frames: frames per encoder batch (across videos).
-            decode_workers: concurrent ffmpeg decodes.
-            timeout: per-video decode timeout in seconds (the ffmpeg process is killed after it).
-            progress: show a progress bar.
-            **sample_options: passed to :func:`vtr_qdrant.video.sample_frames` (e.g. ``allow_playlists``).
+            **options: fields of :class:`~vtr_qdrant.ingest.IngestOptions`: ``force`` (re-ingest
+                unchanged files), ``batch_frames``, ``decode_workers``, ``timeout`` (per-video decode
+                timeout, seconds), ``progress``, and the decoder's ``allow_playlists``, ``ffmpeg``,
+                ``max_frames``, ``allowed_schemes``, ``engine``. An unknown name is an error.
 
         Returns:
-            :class:`IngestReport` with ingested, skipped and failed videos and stage timings.
-        """
-        from .ingest import ingest_videos
+            :class:`~vtr_qdrant.ingest.IngestReport` with ingested, skipped and failed videos and stage timings.
 
+        Raises:
+            InvalidInputError: an unknown or invalid option, or ``video_ids``/``metadata`` that do
+                not match ``uris``; nothing is ingested.
+        """
+        from pydantic import ValidationError
+
+        from .ingest import IngestOptions, ingest_videos
+
+        try:
+            opts = IngestOptions(**options)
+        except ValidationError as e:
+            raise InvalidInputError(f"add_videos: {e}") from e
         return ingest_videos(
-            self, uris, video_ids=video_ids, metadata=metadata, force=force, batch_frames=batch_frames,
-            decode_workers=decode_workers, timeout=timeout, progress=progress, **sample_options,
+            self.store, self.frame_encoder, self.sampling, uris, video_ids=video_ids, metadata=metadata, options=opts
         )
 
     # ------------------------------------------------------------------ reads
 
     def get(self, video_id: str, *, with_frames: bool = True) -> StoredVideo | None:
         """A stored video (segments concatenated in time order), or None if absent."""
-        recs = self.backend.scroll(self.collection_name, _video_filter(video_id), with_frames=with_frames)
-        if not recs:
-            return None
-        recs.sort(key=lambda r: r.payload.get(Key.SEGMENT_INDEX, 0))
-        frames = (
-            np.concatenate([r.frames for r in recs if r.frames is not None])
-            if with_frames
-            else np.zeros((0, self.dim), np.float32)
-        )
-        ts = np.concatenate([np.asarray(r.payload.get(Key.TIMESTAMPS, []), dtype=np.float64) for r in recs])
-        return StoredVideo(video_id, frames, ts, recs[0].payload, [r.id for r in recs])
+        return self.store.get(video_id, with_frames=with_frames)
 
     def count(self, query_filter: models.Filter | None = None) -> int:
         """Number of videos (not points) matching an optional filter."""
-        first = models.FieldCondition(key=Key.SEGMENT_INDEX, match=models.MatchValue(value=0))
-        f = models.Filter(must=[first, *([query_filter] if query_filter is not None else [])])
-        return self.backend.count(self.collection_name, f)
+        return self.store.count(query_filter)
 
     def count_points(self) -> int:
         """Number of points (segments) in the collection."""
-        return self.backend.count(self.collection_name)
+        return self.store.count_points()
 
     def info(self) -> dict[str, Any]:
         """Collection facts: model, dimension, sampling, counts."""
@@ -572,117 +430,14 @@ class VideoCollection:
                 hnsw_ef=self.hnsw_ef,
                 frames_hnsw_ef=self.frames_hnsw_ef,
                 exact=self.exact,
-                with_frames=self.frames_cache_size == 0,
+                with_frames=self.stage_two.frames_with_stage_one,
             )
             for v in vectors
         ]
         results = self.backend.query(self.collection_name, stage1)
-        if self.frames_cache_size:
-            self._attach_frames([c for cands in results for c in cands])
+        if not self.stage_two.frames_with_stage_one:
+            self.stage_two.attach_frames(self.backend, self.collection_name, [c for cands in results for c in cands])
         return [
-            self._stage_two(v, cands, agg, limit, score_threshold, with_payload) for v, cands in zip(vectors, results)
+            self.stage_two.rank(v, cands, agg, limit=limit, score_threshold=score_threshold, with_payload=with_payload)
+            for v, cands in zip(vectors, results)
         ]
-
-    @staticmethod
-    def _version(c: Candidate) -> str:
-        """What changes when a point's frames change: the stored digest (ingestion time for older points)."""
-        return str(c.payload.get(Key.FRAMES_DIGEST) or c.payload.get(Key.INGESTED_AT, ""))
-
-    def _attach_frames(self, cands: list[Candidate]) -> None:
-        """Give every candidate its frames: from the LRU when its version is cached, else read in one call.
-
-        Candidates whose point vanished between the two calls keep ``frames=None`` (stage 2 drops them).
-        """
-        store = self._frames_cache
-        keys = [(c.id, self._version(c)) for c in cands]
-        missing = sorted({k[0] for k in keys if k not in store})
-        fetched = self.backend.fetch_frames(self.collection_name, missing) if missing else {}
-        for c, k in zip(cands, keys):
-            f = store.get(k)
-            if f is None:
-                f = fetched.get(c.id)
-                if f is None:
-                    continue
-                f.setflags(write=False)  # shared by the cache and every hit that uses it
-                store[k] = f
-            else:
-                store.move_to_end(k)
-            c.frames = f
-        while len(store) > self.frames_cache_size:
-            store.popitem(last=False)
-
-    def _xpool_caches(self, head: XPoolHead, cands: list[Candidate]) -> XPoolVideoCache:
-        """Per-candidate X-Pool tensors from the LRU cache, computing the missing ones in one batch."""
-        store = self._xpool_cache
-        keys = [(id(head), c.id, self._version(c)) for c in cands]
-        missing = [i for i, k in enumerate(keys) if k not in store]
-        if missing:
-            fresh = head.precompute(*self._padded([cands[i] for i in missing]))
-            for j, i in enumerate(missing):
-                store[keys[i]] = fresh[j]
-        out = []
-        for k in keys:
-            store.move_to_end(k)
-            out.append(store[k])
-        while len(store) > self.xpool_cache_size:
-            store.popitem(last=False)
-        return XPoolVideoCache.stack(out)
-
-    def _padded(self, cands: list[Candidate]) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates' frame matrices as (V, F_max, D) float32 zero-padded, and the (V, F_max) bool mask."""
-        lengths = np.array([len(c.frames) for c in cands])  # type: ignore[arg-type]
-        frames = np.zeros((len(cands), int(lengths.max()), self.dim), dtype=np.float32)
-        for i, c in enumerate(cands):
-            frames[i, : lengths[i]] = c.frames
-        return frames, np.arange(frames.shape[1])[None, :] < lengths[:, None]
-
-    def _stage_two(
-        self,
-        vector: np.ndarray,
-        cands: list[Candidate],
-        agg: Aggregator,
-        limit: int,
-        score_threshold: float | None,
-        with_payload: bool,
-    ) -> list[VideoHit]:
-        cands = [c for c in cands if c.frames is not None and len(c.frames)]
-        if not cands:
-            return []
-        lengths = np.array([len(c.frames) for c in cands])  # type: ignore[arg-type]
-        if isinstance(agg, XPoolHead) and self.xpool_cache_size > 0:
-            # cached candidates need no padded copy of their frames
-            res = agg.aggregate_cached(vector[None, :], self._xpool_caches(agg, cands))
-        else:
-            res = agg.aggregate(vector[None, :], *self._padded(cands))
-        scores, weights = res.scores[0], res.weights[0]
-        best: dict[str, int] = {}
-        for i, c in enumerate(cands):
-            vid = str(c.payload.get(Key.VIDEO_ID, c.id))
-            j = best.get(vid)
-            if j is None or scores[i] > scores[j]:
-                best[vid] = i
-        order = sorted(best.items(), key=lambda kv: -float(scores[kv[1]]))
-        hits: list[VideoHit] = []
-        for vid, i in order:
-            s = float(scores[i])
-            if score_threshold is not None and s < score_threshold:
-                break
-            c = cands[i]
-            ts = np.asarray(c.payload.get(Key.TIMESTAMPS) or np.arange(lengths[i], dtype=np.float64))[: lengths[i]]
-            moment = moment_from_weights(
-                weights[i, : lengths[i]], ts, seg_start=c.payload.get(Key.SEGMENT_START), seg_end=c.payload.get(Key.SEGMENT_END)
-            )
-            hits.append(
-                VideoHit(
-                    video_id=vid,
-                    score=s,
-                    payload=c.payload if with_payload else {},
-                    moment=moment,
-                    segment_index=int(c.payload.get(Key.SEGMENT_INDEX, 0)),
-                    point_id=c.id,
-                    stage1_score=c.score,
-                )
-            )
-            if len(hits) == limit:
-                break
-        return hits

@@ -17,20 +17,21 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from qdrant_client import models
 
 from .errors import InvalidInputError, VideoDecodeError, VtrError
 from .store.points import Key
+from .store.videos import EmbeddedVideo
 
 if TYPE_CHECKING:
-    from .collection import EmbeddedVideo, VideoCollection
+    from .model.encoders import FrameEncoder
     from .video.decode import SampledFrames
+    from .video.sampling import SamplingConfig
 
-__all__ = ["VideoFailure", "IngestReport", "stored_payloads", "expand_sources", "file_content_hash", "ingest_videos", "VIDEO_EXTENSIONS"]
+__all__ = ["VideoFailure", "IngestReport", "IngestOptions", "VideoWriter", "expand_sources", "file_content_hash", "ingest_videos", "VIDEO_EXTENSIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -127,38 +128,75 @@ def _failure(uri: str, vid: str, stage: str, e: BaseException) -> VideoFailure:
     return VideoFailure(uri=uri, video_id=vid, stage=stage, error_type=type(e).__name__, reason=str(reason), message=str(e))
 
 
-def stored_payloads(vc: VideoCollection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """First-segment payloads of those videos already in the collection."""
-    found: dict[str, dict[str, Any]] = {}
-    for i in range(0, len(ids), 256):
-        f = models.Filter(
-            must=[
-                models.FieldCondition(key=Key.VIDEO_ID, match=models.MatchAny(any=list(ids[i : i + 256]))),
-                models.FieldCondition(key=Key.SEGMENT_INDEX, match=models.MatchValue(value=0)),
-            ]
-        )
-        for c in vc.backend.scroll(vc.collection_name, f, with_frames=False):
-            found[str(c.payload.get(Key.VIDEO_ID))] = c.payload
-    return found
+class IngestOptions(BaseModel):
+    """How :func:`ingest_videos` (and :meth:`VideoCollection.add_videos`) ingests files: one home for
+    every option and its default.
+
+    Attributes:
+        force: re-ingest files whose content hash and model are already stored.
+        batch_frames: frames per encoder batch (across videos).
+        decode_workers: concurrent decodes.
+        timeout: per-video decode timeout in seconds (the decoder is killed after it).
+        progress: show a progress bar.
+        allow_playlists, ffmpeg, max_frames, allowed_schemes, engine: passed to
+            :func:`vtr_qdrant.video.sample_frames`. ``max_frames`` bounds memory per video (10,000
+            frames at 224 px are 1.5 GB of uint8; longer samplings fail with reason
+            ``too_many_frames``: raise it, or lower fps).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    force: bool = False
+    batch_frames: int = Field(64, ge=1)
+    decode_workers: int = Field(2, ge=1)
+    timeout: float = Field(120.0, gt=0)
+    progress: bool = True
+    allow_playlists: bool = False
+    ffmpeg: str | None = None
+    max_frames: int | None = Field(10_000, ge=1)
+    allowed_schemes: tuple[str, ...] = ("file",)
+    engine: str = "auto"
+
+    def sample_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`vtr_qdrant.video.sample_frames` these options set."""
+        return self.model_dump(include={"timeout", "allow_playlists", "ffmpeg", "max_frames", "allowed_schemes", "engine"})
+
+
+class VideoWriter(Protocol):
+    """Where ingestion writes (:class:`~vtr_qdrant.store.videos.VideoStore` is one)."""
+
+    @property
+    def fingerprint(self) -> str | None: ...
+
+    def stored_payloads(self, video_ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+
+    def upsert(self, videos: Iterable[EmbeddedVideo]) -> dict[str, list[str]]: ...
 
 
 def ingest_videos(
-    vc: VideoCollection,
+    writer: VideoWriter,
+    encoder: FrameEncoder,
+    sampling: SamplingConfig,
     uris: Sequence[str | os.PathLike[str]],
     *,
     video_ids: Sequence[str] | None = None,
     metadata: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
-    force: bool = False,
-    batch_frames: int = 64,
-    decode_workers: int = 2,
-    timeout: float = 120.0,
-    progress: bool = True,
-    **sample_options: Any,
+    options: IngestOptions | None = None,
 ) -> IngestReport:
-    """Decode, encode and store video files; see :meth:`VideoCollection.add_videos`."""
-    from .collection import EmbeddedVideo
+    """Decode, encode and store video files; see :meth:`VideoCollection.add_videos <vtr_qdrant.collection.VideoCollection.add_videos>`.
+
+    Args:
+        writer: where the videos go (a :class:`~vtr_qdrant.store.videos.VideoStore`).
+        encoder: the frame encoder (its ``image_size`` sets the decoded frame size).
+        sampling: which frames to take from each video.
+        uris: video files.
+        video_ids: ids to store them under (default: the absolute path).
+        metadata: one dict for all videos, or one per video.
+        options: :class:`IngestOptions` (default: all defaults).
+    """
     from .video.decode import sample_frames  # needs the video extra; imported only when ingesting
 
+    opts = options or IngestOptions()
     t_start = time.perf_counter()
     paths = [os.fspath(u) for u in uris]
     if video_ids is None:
@@ -173,10 +211,6 @@ def ingest_videos(
         metas = list(metadata)
         if len(metas) != len(uris):
             raise InvalidInputError(f"got {len(metas)} metadata entries for {len(uris)} uris")
-    if batch_frames < 1:
-        raise InvalidInputError(f"batch_frames must be >= 1, got {batch_frames}")
-    encoder = vc.frame_encoder  # fails early and clearly without a bundle
-    sampling = vc.sampling
     report = IngestReport()
     timing = {"hash": 0.0, "decode": 0.0, "encode": 0.0, "upsert": 0.0}
 
@@ -201,8 +235,8 @@ def ingest_videos(
                 report.failed.append(_failure(u, vid, "input", VideoDecodeError(u, f"cannot read: {e}", reason="unreadable")))
                 continue
         todo.append(i)
-    stored = {} if force else stored_payloads(vc, [video_ids[i] for i in todo])
-    fingerprint = vc.fingerprint
+    stored = {} if opts.force else writer.stored_payloads([video_ids[i] for i in todo])
+    fingerprint = writer.fingerprint
     remaining = []
     for i in todo:
         prev = stored.get(video_ids[i])
@@ -214,9 +248,6 @@ def ingest_videos(
     timing["hash"] = time.perf_counter() - t0
 
     # 2. decode in threads, encode in batches across videos, upsert each finished video
-    # bound memory per video: 10,000 frames at 224 px are 1.5 GB of uint8; longer samplings fail
-    # with reason "too_many_frames" (raise max_frames, or lower fps) instead of exhausting RAM
-    sample_options.setdefault("max_frames", 10_000)
 
     def decode(i: int) -> tuple[SampledFrames, float]:
         t = time.perf_counter()
@@ -226,8 +257,7 @@ def ingest_videos(
             fps=sampling.fps,
             mode=sampling.mode,
             size=encoder.image_size,
-            timeout=timeout,
-            **sample_options,
+            **opts.sample_options(),
         )
         return s, time.perf_counter() - t
 
@@ -255,13 +285,13 @@ def ingest_videos(
             offset += n
         t = time.perf_counter()
         try:  # one write for the whole batch ...
-            vc.upsert_embeddings_batch([v for _, v in videos])
+            writer.upsert([v for _, v in videos])
             done = videos
         except Exception:  # ... and, if it fails, video by video so one bad video cannot sink the others
             done = []
             for i, v in videos:
                 try:
-                    vc.upsert_embeddings_batch([v])
+                    writer.upsert([v])
                     done.append((i, v))
                 except Exception as e:
                     report.failed.append(_failure(paths[i], video_ids[i], "upsert", e))
@@ -271,11 +301,11 @@ def ingest_videos(
         timing["upsert"] += time.perf_counter() - t
 
     bar = None
-    if progress and remaining:
+    if opts.progress and remaining:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(remaining), desc="ingest", unit="video")
-    with ThreadPoolExecutor(max_workers=max(1, decode_workers), thread_name_prefix="vtr-decode") as pool:
+    with ThreadPoolExecutor(max_workers=opts.decode_workers, thread_name_prefix="vtr-decode") as pool:
         futures: list[tuple[int, Future[tuple[SampledFrames, float]]]] = [(i, pool.submit(decode, i)) for i in remaining]
         for i, fut in futures:
             try:
@@ -284,7 +314,7 @@ def ingest_videos(
                 pending.append((i, s))
             except Exception as e:
                 report.failed.append(_failure(paths[i], video_ids[i], "decode", e))
-            if sum(len(s.images) for _, s in pending) >= batch_frames:
+            if sum(len(s.images) for _, s in pending) >= opts.batch_frames:
                 flush()
             if bar is not None:
                 bar.update(1)

@@ -8,14 +8,16 @@ the R@1 of the run for each aggregation.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "add"]
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +97,17 @@ def run_demo(
         return 0
     finally:
         client.close()
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    return run_demo(out_dir=args.out, n_videos=args.videos, bundle=args.bundle, progress=not args.no_progress)
+
+
+def add(sub: Any) -> None:
+    """Register ``vtr-qdrant demo``."""
+    p = sub.add_parser("demo", help="end-to-end demo: generate videos, ingest them into embedded Qdrant, search")
+    p.add_argument("--out", default="demo-output", help="working folder (videos, embedded Qdrant)")
+    p.add_argument("--videos", type=int, default=40, help="how many synthetic videos")
+    p.add_argument("--bundle", default="synthetic-world/v1")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd)

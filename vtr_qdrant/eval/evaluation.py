@@ -33,15 +33,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ArtifactError, CollectionMismatchError, ConfigError, InvalidInputError
-from ..search.aggregation import Aggregator, get_aggregator
+from ..errors import ArtifactError, ConfigError, InvalidInputError
+from ..search.aggregation import Aggregator
 from ..search.xpool import XPoolHead, XPoolVideoCache
 from ..store.points import Key
 from ..synthetic.world import evaluate_retrieval
 
 if TYPE_CHECKING:
     from ..collection import VideoCollection
-    from ..model.manifest import BundleManifest
 
 __all__ = [
     "EvalQuery",
@@ -54,9 +53,6 @@ __all__ = [
     "two_stage_results",
     "two_stage_scores",
     "topk_agreement",
-    "resolve_aggregations",
-    "load_head",
-    "towers_fingerprint",
     "evaluate_collection",
     "format_report",
 ]
@@ -386,91 +382,6 @@ def topk_agreement(reference: np.ndarray, ranked: Sequence[Sequence[int]], k: in
     top = np.argsort(-ref, axis=1, kind="stable")[:, :kk]
     hits = [len(set(top[q].tolist()) & set(list(ranked[q])[:kk])) for q in range(ref.shape[0])]
     return float(np.mean(hits) / kk) if hits else float("nan")
-
-
-# ------------------------------------------------------------------------------------------ heads
-
-
-def towers_fingerprint(manifest: BundleManifest) -> str:
-    """Fingerprint of a bundle's towers, tokenizer and preprocessing, ignoring any X-Pool head.
-
-    Equals ``manifest.fingerprint`` for a bundle without a head, so a bundle that adds a trained
-    head to the same towers can be matched against collections built with the head-less bundle.
-    """
-    return manifest.towers_fingerprint()
-
-
-def load_head(spec: str | os.PathLike[str], *, expected_fingerprint: str | None = None) -> XPoolHead:
-    """Load an X-Pool head from an ``.npz`` written by :meth:`XPoolHead.save` or a bundle with a head.
-
-    Args:
-        spec: a head file, or a bundle folder (``local-dir:`` prefix allowed) whose manifest has an
-            ``xpool`` entry.
-        expected_fingerprint: the collection's model fingerprint; a bundle whose towers differ is
-            refused (a head only makes sense with the towers it was trained on). Not checked for a
-            bare ``.npz`` (it records no towers).
-
-    Raises:
-        ArtifactError: unreadable file or a bundle without a head.
-        CollectionMismatchError: the bundle's towers are not the collection's.
-    """
-    from ..model.bundle import LOCAL_PREFIX, ModelBundle
-
-    s = os.fspath(spec).removeprefix(LOCAL_PREFIX)
-    p = Path(s).expanduser()
-    if not p.is_dir():
-        return XPoolHead.load(p)
-    bundle = ModelBundle.load(p)
-    spec_x = bundle.manifest.xpool
-    if spec_x is None:
-        raise ArtifactError(
-            f"bundle {bundle.name!r} at {p} ships no X-Pool head (no 'xpool' in its manifest)"
-        )
-    fp = towers_fingerprint(bundle.manifest)
-    if expected_fingerprint is not None and fp != expected_fingerprint:
-        raise CollectionMismatchError(
-            f"the X-Pool head in {p} was trained with towers {fp}, but the collection's vectors come from "
-            f"model {expected_fingerprint}: train a head for this collection's model"
-        )
-    head = XPoolHead.load(bundle.file(spec_x.file))
-    if head.num_heads != spec_x.num_heads:
-        raise ArtifactError(f"{p}: manifest says {spec_x.num_heads} head(s), the weights {head.num_heads}")
-    return head
-
-
-def resolve_aggregations(
-    names: Sequence[str],
-    dim: int,
-    *,
-    head: XPoolHead | None = None,
-    collection: VideoCollection | None = None,
-) -> dict[str, Aggregator]:
-    """Aggregators by name: ``mean``, ``max``, ``topk``, ``softmax``, ``xpool`` (the given head, else
-    the collection bundle's head) and ``xpool-identity`` (the paper's untrained initialisation).
-
-    Raises:
-        ConfigError: unknown name, or ``xpool`` with no head available.
-    """
-    out: dict[str, Aggregator] = {}
-    for name in names:
-        if name == "xpool":
-            h = head
-            bundle = collection.bundle if collection is not None else None
-            if h is None and bundle is not None and bundle.manifest.xpool is not None:
-                h = XPoolHead.load(bundle.file(bundle.manifest.xpool.file))
-            if h is None:
-                raise ConfigError(
-                    "aggregation 'xpool' needs a trained head and the collection's bundle ships none: pass "
-                    "--head (an .npz or a bundle with a head), or use 'xpool-identity' for the untrained head"
-                )
-            if h.dim != dim:
-                raise ConfigError(f"the X-Pool head has dim {h.dim}, the collection {dim}")
-            out[name] = h
-        elif name == "xpool-identity":
-            out[name] = XPoolHead.identity(dim)
-        else:
-            out[name] = get_aggregator(name)
-    return out
 
 
 # ------------------------------------------------------------------------------------------ driver

@@ -16,7 +16,9 @@ Shapes (T texts, V videos, F frames, D embedding dim):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +31,6 @@ __all__ = [
     "MaxFrame",
     "TopKFrames",
     "SoftmaxPooling",
-    "get_aggregator",
     "AGGREGATIONS",
 ]
 
@@ -104,6 +105,23 @@ class Aggregator(ABC):
         Returns:
             :class:`AggregationResult` with scores (T, V) and weights (T, V, F).
         """
+
+    def precompute_candidates(self, frames: np.ndarray, mask: np.ndarray) -> Sequence[Any] | None:
+        """Text-independent per-candidate state worth caching between queries, or None (the default).
+
+        Args:
+            frames: (V, F, D) frame embeddings, zero-padded.
+            mask: (V, F) bool, True for real frames.
+
+        Returns:
+            One opaque state per candidate for :meth:`aggregate_precomputed`, or None when this
+            aggregation has nothing to precompute (stage 2 then calls :meth:`aggregate`).
+        """
+        return None
+
+    def aggregate_precomputed(self, text: np.ndarray, states: Sequence[Any]) -> AggregationResult:
+        """Like :meth:`aggregate`, from states made by :meth:`precompute_candidates` (same result)."""
+        raise NotImplementedError(f"{type(self).__name__} precomputes nothing")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -200,21 +218,3 @@ AGGREGATIONS: dict[str, type[Aggregator]] = {
     "topk": TopKFrames,
     "softmax": SoftmaxPooling,
 }
-
-
-def get_aggregator(aggregation: str | Aggregator, **options: object) -> Aggregator:
-    """Resolve an aggregation name (``mean``, ``max``, ``topk``, ``softmax``, ``xpool``) or pass an instance through."""
-    if isinstance(aggregation, Aggregator):
-        return aggregation
-    if aggregation == "xpool":
-        from .xpool import XPoolHead  # local: keeps the registry free of a cycle
-
-        return XPoolHead.identity(int(options.pop("dim")), **options)  # type: ignore[call-overload, arg-type]
-    try:
-        cls = AGGREGATIONS[aggregation]
-    except KeyError:
-        raise ConfigError(
-            f"unknown aggregation {aggregation!r}; choose one of {sorted([*AGGREGATIONS, 'xpool'])} "
-            "or pass an Aggregator instance"
-        ) from None
-    return cls(**options)  # type: ignore[arg-type]

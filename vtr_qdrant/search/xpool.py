@@ -669,6 +669,15 @@ class XPoolHead(Aggregator):
         """
         return self._scores_cached(self._check_text(text), cache)[0]
 
+    def precompute_candidates(self, frames: np.ndarray, mask: np.ndarray) -> list[XPoolVideoCache]:
+        """One :class:`XPoolVideoCache` per candidate (stage 2 keeps them in its LRU)."""
+        cache = self.precompute(frames, mask)
+        return [cache[i] for i in range(cache.num_videos)]
+
+    def aggregate_precomputed(self, text: np.ndarray, states: Sequence[Any]) -> AggregationResult:
+        """:meth:`aggregate_cached` over per-candidate caches from :meth:`precompute_candidates`."""
+        return self.aggregate_cached(text, XPoolVideoCache.stack(states))
+
     def aggregate_cached(self, text: np.ndarray, cache: XPoolVideoCache) -> AggregationResult:
         """Like :meth:`aggregate`, from stored per-video tensors."""
         scores, a = self._scores_cached(self._check_text(text), cache)

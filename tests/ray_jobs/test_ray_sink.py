@@ -285,7 +285,7 @@ def test_alias_versions_swap_and_cleanup() -> None:
 
 
 def test_example_job_config_is_valid() -> None:
-    cfg = load_config(Path(__file__).parents[1] / "examples" / "ray_job.yaml", environ={})
+    cfg = load_config(Path(__file__).parents[2] / "examples" / "ray_job.yaml", environ={})
     assert cfg.collection == "videos" and cfg.write_from_driver and cfg.encode.resolved_device == "cpu"
 
 

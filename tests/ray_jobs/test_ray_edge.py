@@ -35,7 +35,7 @@ from vtr_qdrant.store.edge import EdgeBackend  # noqa: E402
 
 pytestmark = [pytest.mark.edge]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GOOD = {f"{c}-0": (c, "black") for c in ("red", "green", "blue", "yellow", "magenta", "cyan")}
 BAD = {"noise": ("decode", "invalid_data"), "audio": ("decode", "no_video_stream")}
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vtr_qdrant.errors import ArtifactError, ConfigError, InvalidInputError
-from vtr_qdrant.search.aggregation import get_aggregator
+from vtr_qdrant.search.resolve import get_aggregator
 from vtr_qdrant.search.xpool import XPOOL_PARAMETER_NAMES, XPoolHead, XPoolVideoCache
 
 TOL = 1e-10
@@ -223,7 +223,7 @@ def test_float32_factorised_as_accurate_as_direct(spread: float) -> None:
 
 def test_identity_head_behaviour() -> None:
     dim = 32
-    head = get_aggregator("xpool", dim=dim)
+    head = get_aggregator("xpool-identity", dim=dim)
     assert isinstance(head, XPoolHead) and head.num_heads == 1 and head.dim == dim
     rng = np.random.default_rng(0)
     text = rng.standard_normal((2, dim))

@@ -246,7 +246,7 @@ def test_killed_job_rerun_ends_with_exact_counts(ray_session: None, corpus: Path
         "decode: {max_tasks: 1}\nencode: {batch_videos: 1}\nwrite: {batch_videos: 1}\nray: {progress: false}\n"
     )
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "ray_jobs", "ingest", "--config", str(job)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

@@ -26,13 +26,14 @@ from vtr_qdrant.collection import VideoCollection  # noqa: E402
 from vtr_qdrant.errors import CollectionMismatchError, ConfigError, StorageError  # noqa: E402
 from vtr_qdrant.search.hits import VideoHit  # noqa: E402
 from vtr_qdrant.store.edge import EdgeBackend, translate_filter  # noqa: E402
+from vtr_qdrant.store.plan import StageOneQuery  # noqa: E402
 from vtr_qdrant.store.points import Key, point_id  # noqa: E402
-from vtr_qdrant.store.qdrant import QdrantClientBackend, StageOneQuery  # noqa: E402
+from vtr_qdrant.store.qdrant import QdrantClientBackend  # noqa: E402
 from vtr_qdrant.video.sampling import SamplingConfig  # noqa: E402
 
 pytestmark = [pytest.mark.edge, pytest.mark.filterwarnings("ignore:Local mode performs exact")]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LONG = SamplingConfig(fps=1.0, segment_seconds=10)
 F = models.FieldCondition
 

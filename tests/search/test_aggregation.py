@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from vtr_qdrant.errors import ConfigError, InvalidInputError
-from vtr_qdrant.search.aggregation import MaxFrame, MeanPooling, SoftmaxPooling, TopKFrames, get_aggregator
+from vtr_qdrant.search.aggregation import MaxFrame, MeanPooling, SoftmaxPooling, TopKFrames
+from vtr_qdrant.search.resolve import get_aggregator
 
 
 def _norm(x: np.ndarray) -> np.ndarray:

@@ -102,8 +102,8 @@ def test_lru_is_bounded_and_keeps_serving(spy: Spy, test_bundle) -> None:  # typ
     for vid in ("v1", "v2", "v3"):
         hits = vc.search(vids[vid][0], limit=10)
         assert len(hits) == 10 and hits[0].video_id == vid
-        assert len(vc._frames_cache) == 4
-        assert {k[0] for k in vc._frames_cache} <= {h.point_id for h in hits}
+        assert len(vc.stage_two._frames) == 4
+        assert {k[0] for k in vc.stage_two._frames} <= {h.point_id for h in hits}
     assert all(len(ids) >= 6 for ids in spy.fetched), "a 4-entry cache cannot hold 10 candidates"
 
 
@@ -144,7 +144,7 @@ def test_bad_cache_size(spy: Spy, test_bundle) -> None:  # type: ignore[no-untyp
 
 
 def test_frames_hnsw_ef_reaches_stage_one(spy: Spy, test_bundle) -> None:  # type: ignore[no-untyped-def]
-    from vtr_qdrant.store.qdrant import FRAMES_HNSW_EF
+    from vtr_qdrant.store.plan import FRAMES_HNSW_EF
 
     vids = _fill(VideoCollection(spy, "c", test_bundle))
     VideoCollection(spy, "c", test_bundle).search(vids["v1"][0], limit=3)

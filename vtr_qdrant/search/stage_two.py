@@ -1,0 +1,183 @@
+"""Stage 2: stage-1 candidates -> ranked hits with the moment each matched.
+
+:class:`StageTwo` owns the two per-process caches of the search path and the ranking rule:
+
+- a frames LRU: candidates' (F, D) frame matrices keyed by (point id, frames digest), so stage 1
+  returns ids and payloads only and repeated candidates cost nothing to move (reading frame lists
+  back from Qdrant is the largest cost of stage 2: DESIGN.md);
+- a per-candidate precompute LRU for aggregations that have text-independent state
+  (:meth:`Aggregator.precompute_candidates <vtr_qdrant.search.aggregation.Aggregator.precompute_candidates>`:
+  the X-Pool head's factorised tensors);
+- scoring all candidates at once, keeping each video's best segment, and the moment from its weights.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..store.backend import Candidate, StorageBackend
+from ..store.points import Key
+from .aggregation import Aggregator
+from .hits import VideoHit, moment_from_weights
+
+__all__ = ["StageTwo", "padded_frames", "candidate_version"]
+
+
+def candidate_version(c: Candidate) -> str:
+    """What changes when a point's frames change: the stored digest (ingestion time for older points)."""
+    return str(c.payload.get(Key.FRAMES_DIGEST) or c.payload.get(Key.INGESTED_AT, ""))
+
+
+def padded_frames(frames: Sequence[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame matrices as (V, F_max, D) float32 zero-padded, and the (V, F_max) bool mask of real frames."""
+    lengths = np.array([len(f) for f in frames])
+    out = np.zeros((len(frames), int(lengths.max()), dim), dtype=np.float32)
+    for i, f in enumerate(frames):
+        out[i, : lengths[i]] = f
+    return out, np.arange(out.shape[1])[None, :] < lengths[:, None]
+
+
+def _check_size(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be an int >= 0, got {value!r}")
+    return value
+
+
+class StageTwo:
+    """Candidates -> hits, with the frames and precompute LRUs (thread-safe).
+
+    Args:
+        dim: embedding dimension D.
+        frames_cache_size: candidates' frame matrices kept (0: frames come with stage 1).
+        precompute_cache_size: candidates' precomputed aggregation state kept (0: none).
+    """
+
+    def __init__(self, dim: int, *, frames_cache_size: int, precompute_cache_size: int) -> None:
+        self.dim = dim
+        self.frames_cache_size = _check_size("frames_cache_size", frames_cache_size)
+        self.precompute_cache_size = _check_size("xpool_cache_size", precompute_cache_size)
+        self._frames: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._states: OrderedDict[tuple[int, str, str], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def frames_with_stage_one(self) -> bool:
+        """Stage 1 must return the frames (no frames cache)."""
+        return self.frames_cache_size == 0
+
+    def attach_frames(self, backend: StorageBackend, collection_name: str, cands: list[Candidate]) -> None:
+        """Give every candidate its frames: from the LRU when its version is cached, else read in one call.
+
+        Candidates whose point vanished between the two calls keep ``frames=None`` (ranking drops them).
+        """
+        keys = [(c.id, candidate_version(c)) for c in cands]
+        with self._lock:
+            missing = sorted({k[0] for k in keys if k not in self._frames})
+        fetched = backend.fetch_frames(collection_name, missing) if missing else {}
+        with self._lock:
+            store = self._frames
+            for c, k in zip(cands, keys):
+                f = store.get(k)
+                if f is None:
+                    f = fetched.get(c.id)
+                    if f is None:
+                        continue
+                    f.setflags(write=False)  # shared by the cache and every hit that uses it
+                    store[k] = f
+                else:
+                    store.move_to_end(k)
+                c.frames = f
+            while len(store) > self.frames_cache_size:
+                store.popitem(last=False)
+
+    def _precomputed(self, agg: Aggregator, cands: list[Candidate], frames: list[np.ndarray]) -> list[Any] | None:
+        """Per-candidate state from the LRU, computing the missing ones in one batch; None if ``agg`` has none."""
+        keys = [(id(agg), c.id, candidate_version(c)) for c in cands]
+        with self._lock:
+            missing = [i for i, k in enumerate(keys) if k not in self._states]
+        if missing:
+            fresh = agg.precompute_candidates(*padded_frames([frames[i] for i in missing], self.dim))
+            if fresh is None:
+                return None
+        with self._lock:
+            store = self._states
+            for j, i in enumerate(missing):
+                store[keys[i]] = fresh[j]
+            out = []
+            for k in keys:
+                store.move_to_end(k)
+                out.append(store[k])
+            while len(store) > self.precompute_cache_size:
+                store.popitem(last=False)
+        return out
+
+    def rank(
+        self,
+        vector: np.ndarray,
+        cands: list[Candidate],
+        agg: Aggregator,
+        *,
+        limit: int,
+        score_threshold: float | None = None,
+        with_payload: bool = True,
+    ) -> list[VideoHit]:
+        """Score candidates and return the best ``limit`` videos, each with its best segment's moment.
+
+        Args:
+            vector: (D,) float32 L2-normalised query embedding.
+            cands: stage-1 candidates with frames attached (those without frames are dropped).
+            agg: the aggregation.
+            limit: how many videos.
+            score_threshold: stop at the first hit scoring below this.
+            with_payload: include the payload in each hit.
+
+        Returns:
+            Hits best first, one per video.
+        """
+        kept = [(c, f) for c in cands if (f := c.frames) is not None and len(f)]
+        if not kept:
+            return []
+        cands, frames = [c for c, _ in kept], [f for _, f in kept]
+        states = self._precomputed(agg, cands, frames) if self.precompute_cache_size > 0 else None
+        if states is not None:  # cached candidates need no padded copy of their frames
+            res = agg.aggregate_precomputed(vector[None, :], states)
+        else:
+            res = agg.aggregate(vector[None, :], *padded_frames(frames, self.dim))
+        scores, weights = res.scores[0], res.weights[0]
+        best: dict[str, int] = {}
+        for i, c in enumerate(cands):
+            vid = str(c.payload.get(Key.VIDEO_ID, c.id))
+            j = best.get(vid)
+            if j is None or scores[i] > scores[j]:
+                best[vid] = i
+        hits: list[VideoHit] = []
+        for vid, i in sorted(best.items(), key=lambda kv: -float(scores[kv[1]])):
+            s = float(scores[i])
+            if score_threshold is not None and s < score_threshold:
+                break
+            c = cands[i]
+            n = len(frames[i])
+            ts = np.asarray(c.payload.get(Key.TIMESTAMPS) or np.arange(n, dtype=np.float64))[:n]
+            moment = moment_from_weights(
+                weights[i, :n], ts, seg_start=c.payload.get(Key.SEGMENT_START), seg_end=c.payload.get(Key.SEGMENT_END)
+            )
+            hits.append(
+                VideoHit(
+                    video_id=vid,
+                    score=s,
+                    payload=c.payload if with_payload else {},
+                    moment=moment,
+                    segment_index=int(c.payload.get(Key.SEGMENT_INDEX, 0)),
+                    point_id=c.id,
+                    stage1_score=c.score,
+                )
+            )
+            if len(hits) == limit:
+                break
+        return hits
