@@ -10,7 +10,7 @@ Training (CPU, a few minutes on 2 cores, deterministic for ``--seed``):
 1. A training world is drawn from a *training* seed (``vtr_qdrant.synthetic`` refuses held-out
    seeds); frames are rendered in numpy (no mp4 decoding), captions come from the world.
 2. A small BPE vocabulary is learnt from every caption the world's grammar can produce
-   (:func:`vtr_qdrant.model.tokenizer.train_bpe_merges`), so the token table stays small.
+   (:func:`vtr_qdrant.model.bpe.train_bpe_merges`), so the token table stays small.
 3. A custom open_clip architecture (:data:`ARCH`) is trained with a symmetric multi-positive
    InfoNCE loss on (frame, scene caption) pairs, where captions naming the same (shape, colour,
    background) are all positives, plus the same loss on (mean of a video's 12 frame embeddings,
@@ -257,7 +257,8 @@ def train(args: argparse.Namespace, work: Path) -> tuple[Any, Path, dict[str, An
     import torch
     import torch.nn.functional as F
 
-    from vtr_qdrant.model.tokenizer import ClipTokenizer, train_bpe_merges
+    from vtr_qdrant.model.bpe import train_bpe_merges
+    from vtr_qdrant.model.tokenizer import ClipTokenizer
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from vtr_qdrant.errors import ArtifactError, ConfigError, InvalidInputError
-from vtr_qdrant.model.tokenizer import MAX_MERGES, ClipTokenizer, train_bpe_merges
+from vtr_qdrant.model.bpe import train_bpe_merges
+from vtr_qdrant.model.tokenizer import MAX_MERGES, ClipTokenizer
 
 CORPUS = [
     "a dog runs on the beach",

@@ -37,8 +37,8 @@ BUILTIN_MODELS_DIR = Path(__file__).parent.parent / "models"
 LOCAL_PREFIX = "local-dir:"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9][A-Za-z0-9._\-]*)?$")
 
-# A registry name -> a function that writes the bundle into the given folder. ``onnx_export``
-# registers the open_clip exporter here when it is imported; the query path never imports it.
+# A registry name -> a function that writes the bundle into the given folder: the one passed to
+# register_exporter(), else the first installed entry point of EXPORTERS_GROUP (onnx_export's).
 Exporter = Callable[[str, Path], None]
 _exporter: Exporter | None = None
 _verified: dict[tuple[str, float], str] = {}
@@ -195,15 +195,27 @@ def resolve_bundle(spec: str | os.PathLike[str] | ModelBundle, *, verify: bool =
     return _export_into_cache(s, verify=verify)
 
 
-def _export_into_cache(name: str, *, verify: bool) -> ModelBundle:
-    exporter = _exporter
-    if exporter is None:
-        try:
-            import onnx_export.registry  # noqa: F401  (registers the open_clip exporter)
+#: entry-point group of exporters: ``name = "module:function"``, the function as :data:`Exporter`.
+#: ``onnx_export`` registers its open_clip exporter here (pyproject.toml), so this library never names it.
+EXPORTERS_GROUP = "vtr_qdrant.exporters"
 
-            exporter = _exporter
-        except ImportError:
-            exporter = None
+
+def _installed_exporter() -> Exporter | None:
+    """The first loadable exporter of the :data:`EXPORTERS_GROUP` entry points (None: its extra is missing)."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=EXPORTERS_GROUP):
+        try:
+            exporter: Exporter = ep.load()
+        except ImportError:  # the exporter's extra (torch, open_clip) is not installed
+            log.debug("exporter %s is not loadable", ep.value, exc_info=True)
+            continue
+        return exporter
+    return None
+
+
+def _export_into_cache(name: str, *, verify: bool) -> ModelBundle:
+    exporter = _exporter or _installed_exporter()
     if exporter is None:
         raise ModelNotFoundError(
             f"model {name!r} is not a shipped bundle and is not in the cache {cache_dir()}. Export it with "

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from ..errors import InvalidInputError
+from .manifest import BundleManifest
 from .preprocess import preprocess_images
 from .runtime import Device, get_session, providers_for
 
 if TYPE_CHECKING:
-    from .bundle import ModelBundle
+    from .tokenizer import ClipTokenizer
 
-__all__ = ["TextEncoder", "FrameEncoder", "l2_normalize", "CPU_FRAME_BATCH", "CUDA_FRAME_BATCH"]
+__all__ = ["TextEncoder", "FrameEncoder", "EncoderBundle", "l2_normalize", "CPU_FRAME_BATCH", "CUDA_FRAME_BATCH"]
 
 #: Frames per ONNX run on the CPU unless the caller chooses. Measured for ViT-B/32 on a 2-core AVX2
 #: machine (benchmarks/bench_encoders.py): 8-16 frames per run give ~20-30 % more images/s than
@@ -33,8 +35,22 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return x / np.maximum(n, 1e-12)
 
 
+class EncoderBundle(Protocol):
+    """What an encoder reads from a bundle (:class:`~vtr_qdrant.model.bundle.ModelBundle` is one)."""
+
+    @property
+    def manifest(self) -> BundleManifest: ...
+
+    @property
+    def embed_dim(self) -> int: ...
+
+    def file(self, rel: str) -> Path: ...
+
+    def tokenizer(self) -> ClipTokenizer: ...
+
+
 class _TowerEncoder:
-    def __init__(self, bundle: ModelBundle, tower: str, *, device: Device, batch_size: int, intra_op_threads: int | None) -> None:
+    def __init__(self, bundle: EncoderBundle, tower: str, *, device: Device, batch_size: int, intra_op_threads: int | None) -> None:
         if batch_size < 1:
             raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
         self.bundle = bundle
@@ -71,7 +87,7 @@ class TextEncoder(_TowerEncoder):
         (1, D)
     """
 
-    def __init__(self, bundle: ModelBundle, *, device: Device = "cpu", batch_size: int = 64, intra_op_threads: int | None = None) -> None:
+    def __init__(self, bundle: EncoderBundle, *, device: Device = "cpu", batch_size: int = 64, intra_op_threads: int | None = None) -> None:
         super().__init__(bundle, "text", device=device, batch_size=batch_size, intra_op_threads=intra_op_threads)
 
     def encode(self, texts: str | Sequence[str]) -> np.ndarray:
@@ -107,7 +123,7 @@ class FrameEncoder(_TowerEncoder):
     """
 
     def __init__(
-        self, bundle: ModelBundle, *, device: Device = "cpu", batch_size: int | None = None,
+        self, bundle: EncoderBundle, *, device: Device = "cpu", batch_size: int | None = None,
         intra_op_threads: int | None = None,
     ) -> None:
         if batch_size is None:

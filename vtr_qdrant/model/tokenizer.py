@@ -14,7 +14,7 @@ re-implements open_clip's default tokenizer (``clean="lower"``, no reduction mas
    per merge, then ``<start_of_text>`` and ``<end_of_text>``.
 
 Like open_clip, only the first ``48894`` merges of a file are used (the 49408-entry CLIP vocabulary);
-smaller files (see :func:`train_bpe_merges`) give smaller vocabularies with the same rules.
+smaller files (see :func:`vtr_qdrant.model.bpe.train_bpe_merges`) give smaller vocabularies with the same rules.
 
 Known open_clip behaviours reproduced on purpose (parity matters more than taste here):
 
@@ -29,11 +29,9 @@ Known open_clip behaviours reproduced on purpose (parity matters more than taste
 from __future__ import annotations
 
 import gzip
-import heapq
 import html
 import os
 import threading
-from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from itertools import pairwise
@@ -44,10 +42,19 @@ import ftfy
 import numpy as np
 import regex
 
-from .._atomic import atomic_file
 from ..errors import ArtifactError, ConfigError, InvalidInputError
 
-__all__ = ["DEFAULT_CONTEXT_LENGTH", "MAX_MERGES", "ClipTokenizer", "train_bpe_merges"]
+__all__ = [
+    "DEFAULT_CONTEXT_LENGTH",
+    "MAX_MERGES",
+    "SOT_TOKEN",
+    "EOT_TOKEN",
+    "END_OF_WORD",
+    "PIECE_PATTERN",
+    "ClipTokenizer",
+    "byte_to_unicode",
+    "clean_text",
+]
 
 DEFAULT_CONTEXT_LENGTH = 77
 #: open_clip keeps lines ``[1, 49152 - 256 - 2 + 1)`` of the merges file: 48894 merges, which with
@@ -57,14 +64,13 @@ SOT_TOKEN = "<start_of_text>"
 EOT_TOKEN = "<end_of_text>"
 END_OF_WORD = "</w>"
 _WORD_CACHE_SIZE = 50_000
-_HEADER = "#version: 0.2 (written by vtr_qdrant.model.tokenizer.train_bpe_merges)"
 
 # Pieces: contractions, runs of letters, single digits, runs of anything else but whitespace.
-_PIECE_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+PIECE_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
 @lru_cache(maxsize=1)
-def _byte_to_unicode() -> dict[int, str]:
+def byte_to_unicode() -> dict[int, str]:
     """Map every byte to a printable, non-whitespace unicode character (GPT-2/CLIP byte table).
 
     Printable Latin-1 bytes map to themselves; the other 68 bytes (controls, space, NBSP, soft
@@ -85,7 +91,7 @@ def _byte_to_unicode() -> dict[int, str]:
     return table
 
 
-def _clean(text: str) -> str:
+def clean_text(text: str) -> str:
     """open_clip's ``clean="lower"``: ftfy, double HTML unescape, whitespace collapse, lowercase."""
     text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
@@ -108,7 +114,7 @@ class _Vocabulary:
     )
 
     def __init__(self, merges: list[tuple[str, ...]]) -> None:
-        byte_chars = _byte_to_unicode()
+        byte_chars = byte_to_unicode()
         base = list(byte_chars.values())
         entries = (
             base + [c + END_OF_WORD for c in base] + ["".join(m) for m in merges] + [SOT_TOKEN, EOT_TOKEN]
@@ -123,7 +129,7 @@ class _Vocabulary:
         self.byte_chars = [byte_chars[b] for b in range(256)]
         self.char_bytes = {c: b for b, c in byte_chars.items()}
         specials = f"{SOT_TOKEN}|{EOT_TOKEN}|"
-        self.pattern = regex.compile(specials + _PIECE_PATTERN, regex.IGNORECASE)
+        self.pattern = regex.compile(specials + PIECE_PATTERN, regex.IGNORECASE)
 
 
 def _read_merges(path: Path) -> list[tuple[str, ...]]:
@@ -165,7 +171,7 @@ class ClipTokenizer:
 
     Args:
         merges_file: gzip BPE merges file (``bpe_simple_vocab_16e6.txt.gz`` or one written by
-            :func:`train_bpe_merges`).
+            :func:`~vtr_qdrant.model.bpe.train_bpe_merges`).
         context_length: default row length of :meth:`tokenize` (CLIP uses 77); at least 2.
 
     Raises:
@@ -291,7 +297,7 @@ class ClipTokenizer:
             raise InvalidInputError(f"text must be a str, got {type(text).__name__}: {text!r:.80}")
         vocab = self._load()
         ids: list[int] = []
-        for piece in vocab.pattern.findall(_clean(text)):
+        for piece in vocab.pattern.findall(clean_text(text)):
             ids.extend(self._piece_ids(vocab, piece))
         return ids
 
@@ -390,119 +396,3 @@ def _check_context_length(value: int) -> int:
             f"got {value!r}; CLIP models use 77"
         )
     return int(value)
-
-
-def train_bpe_merges(corpus: Iterable[str], num_merges: int, out_path: str | os.PathLike[str]) -> Path:
-    """Learn a small CLIP-style BPE merge list and write it as a gzip merges file.
-
-    Texts are cleaned and split exactly as :meth:`ClipTokenizer.encode` does, then the most
-    frequent adjacent symbol pair is merged repeatedly (ties broken by the smaller pair, so the
-    result depends only on the multiset of texts). A pair whose concatenation is already a
-    vocabulary entry is skipped so that every id is distinct and ``vocab_size = 512 +
-    merges + 2``. Training stops early when no pair is left (pairs seen once are merged too).
-
-    The file has open_clip's layout (a header line, then ``left right`` per line, no trailing
-    newline), loads in both :class:`ClipTokenizer` and ``open_clip.tokenizer.SimpleTokenizer
-    (bpe_path=...)`` with identical ids, and is byte-for-byte deterministic (gzip mtime 0, no
-    file name); it is written atomically.
-
-    Args:
-        corpus: texts to learn from.
-        num_merges: maximum number of merges, ``0 <= num_merges <= 48894``.
-        out_path: destination ``.txt.gz`` file; its folder must exist.
-
-    Returns:
-        ``out_path`` as a :class:`~pathlib.Path`.
-
-    Raises:
-        ConfigError: ``num_merges`` out of range.
-        InvalidInputError: an item of ``corpus`` is not a string.
-        ArtifactError: the file cannot be written.
-    """
-    if (
-        isinstance(num_merges, bool)
-        or not isinstance(num_merges, (int, np.integer))
-        or not (0 <= num_merges <= MAX_MERGES)
-    ):
-        raise ConfigError(
-            f"num_merges must be an integer in [0, {MAX_MERGES}] (open_clip ignores merges beyond "
-            f"{MAX_MERGES}), got {num_merges!r}"
-        )
-    if isinstance(corpus, str):
-        raise InvalidInputError("corpus must be an iterable of texts, not a single str")
-    pattern = regex.compile(_PIECE_PATTERN, regex.IGNORECASE)
-    byte_chars = _byte_to_unicode()
-    piece_counts: Counter[str] = Counter()
-    for index, text in enumerate(corpus):
-        if not isinstance(text, str):
-            raise InvalidInputError(f"corpus[{index}] must be a str, got {type(text).__name__}")
-        piece_counts.update(pattern.findall(_clean(text)))
-
-    words: list[list[str]] = []
-    counts: list[int] = []
-    for piece, count in sorted(piece_counts.items()):
-        chars = [byte_chars[b] for b in piece.encode("utf-8")]
-        chars[-1] += END_OF_WORD
-        words.append(chars)
-        counts.append(count)
-
-    pair_counts: defaultdict[tuple[str, str], int] = defaultdict(int)
-    pair_words: defaultdict[tuple[str, str], set[int]] = defaultdict(set)
-    for w, (word, count) in enumerate(zip(words, counts)):
-        for pair in pairwise(word):
-            pair_counts[pair] += count
-            pair_words[pair].add(w)
-    heap = [(-c, pair) for pair, c in pair_counts.items()]
-    heapq.heapify(heap)
-
-    base = list(byte_chars.values())
-    known = set(base) | {c + END_OF_WORD for c in base} | {SOT_TOKEN, EOT_TOKEN}
-    merges: list[tuple[str, str]] = []
-    while len(merges) < num_merges and heap:
-        neg, pair = heapq.heappop(heap)
-        if pair_counts.get(pair, 0) != -neg or neg == 0:
-            continue  # stale heap entry
-        first, second = pair
-        joined = first + second
-        if joined in known:
-            continue  # counts stay exact; the pair is skipped again whenever it resurfaces
-        known.add(joined)
-        merges.append(pair)
-        touched: set[tuple[str, str]] = set()
-        for w in sorted(pair_words.pop(pair, ())):
-            word, count = words[w], counts[w]
-            for old in pairwise(word):
-                pair_counts[old] -= count
-                touched.add(old)
-            new: list[str] = []
-            i = 0
-            while i < len(word):
-                if i < len(word) - 1 and word[i] == first and word[i + 1] == second:
-                    new.append(joined)
-                    i += 2
-                else:
-                    new.append(word[i])
-                    i += 1
-            words[w] = new
-            for p in pairwise(new):
-                pair_counts[p] += count
-                pair_words[p].add(w)
-                touched.add(p)
-        pair_counts.pop(pair, None)
-        touched.discard(pair)
-        for p in sorted(touched):
-            c = pair_counts.get(p, 0)
-            if c > 0:
-                heapq.heappush(heap, (-c, p))
-            else:
-                pair_counts.pop(p, None)
-                pair_words.pop(p, None)
-
-    out = Path(out_path)
-    payload = "\n".join([_HEADER, *(f"{a} {b}" for a, b in merges)]).encode("utf-8")
-    try:
-        with atomic_file(out, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-            gz.write(payload)
-    except OSError as e:
-        raise ArtifactError(f"cannot write BPE merges file {out}: {e}") from e
-    return out
