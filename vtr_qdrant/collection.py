@@ -1,15 +1,12 @@
 """``VideoCollection``: a Qdrant collection of videos searchable by text — the façade.
 
-It wires the stages together and owns nothing of their logic (docs/ARCHITECTURE.md):
-
-- :mod:`vtr_qdrant.store.schema` creates the collection or checks that an existing one matches the
-  model and settings; :class:`~vtr_qdrant.store.videos.VideoStore` writes and reads videos;
-- :mod:`vtr_qdrant.model` encodes texts and frames; :mod:`vtr_qdrant.ingest` ingests files;
-- search is two-stage (DESIGN.md): stage 1 is one query in Qdrant, planned by
-  :mod:`vtr_qdrant.store.plan` (payload filter inside the ANN search; frame-aware by default),
-  returning candidate ids and payloads; stage 2 (:class:`~vtr_qdrant.search.stage_two.StageTwo`)
-  attaches their frames, scores all candidates at once with the aggregation that
-  :mod:`vtr_qdrant.search.resolve` resolved, and reports the moment each hit matched.
+It wires the stages together and owns none of their logic (docs/ARCHITECTURE.md): the schema guard
+and :class:`~vtr_qdrant.store.videos.VideoStore` (writes, reads) from :mod:`vtr_qdrant.store`, the
+encoders from :mod:`vtr_qdrant.model`, file ingestion from :mod:`vtr_qdrant.ingest`. Search is
+two-stage (DESIGN.md): stage 1 is one query in Qdrant planned by :mod:`vtr_qdrant.store.plan`
+(payload filter inside the ANN search; frame-aware by default); stage 2
+(:class:`~vtr_qdrant.search.stage_two.StageTwo`) attaches the candidates' frames, scores them all at
+once with the aggregation :mod:`vtr_qdrant.search.resolve` resolved, and reports each hit's moment.
 """
 
 from __future__ import annotations
@@ -22,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from .errors import ConfigError, InvalidInputError
+from .errors import ConfigError
 from .model.bundle import ModelBundle, resolve_bundle
 from .model.runtime import Device
 from .search.aggregation import Aggregator
 from .search.hits import VideoHit
+from .search.query import DEFAULT_CANDIDATES, query_vectors, stage_one_size
 from .search.resolve import resolve_aggregation
 from .search.stage_two import StageTwo
 from .store.backend import StorageBackend
@@ -44,7 +42,6 @@ __all__ = ["VideoCollection", "EmbeddedVideo", "StoredVideo", "DEFAULT_CANDIDATE
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CANDIDATES = 100
 DEFAULT_XPOOL_CACHE = 4096
 DEFAULT_FRAMES_CACHE = 2048
 
@@ -69,28 +66,21 @@ class VideoCollection:
         hnsw_ef: HNSW beam width for stage 1 (None: server default).
         frames_hnsw_ef: HNSW beam width of the frame-aware stage 1's frames-MaxSim prefetch (the
             larger of this and ``hnsw_ef`` is used; None: ``hnsw_ef`` or the server default). The
-            frames graph is built with multivector MaxSim but searched with one query vector, so it
-            needs a wide beam: on 30k synthetic videos its stage-1 recall ceiling at K=100 was 0.983
-            at 512, 0.990 at 2048 and 0.993 at the default 4096 (``benchmarks/bench_recall.py --edge``).
+            frames graph is searched with one query vector, so it needs a wide beam: measured
+            recall in :class:`~vtr_qdrant.store.plan.StageOneQuery`.
         exact: brute-force stage 1 (small collections).
-        xpool_cache_size: how many candidates' X-Pool tensors to keep in memory (LRU). The
-            text-independent part of the head (k projection, folded v/out/linear projections) costs
-            ~0.2-0.4 ms per candidate; with the cache, a candidate seen before costs O(F*D).
-            About 53 KB per 12-frame 512-d candidate. 0 disables it.
-        frames_cache_size: how many candidates' frame matrices to keep in memory (LRU, keyed by
-            point id and the frames digest stored in the payload, so a re-ingested video is never
-            served stale frames). With the cache, stage 1 returns ids and payloads only and the
-            frames of the candidates not in the cache are read in a second call; reading frame
-            lists back from Qdrant (~0.2 ms per 12x512 candidate) is the largest cost of stage 2,
-            so repeated candidates become nearly free. About 25 KB per 12-frame 512-d candidate
-            (2048: ~50 MB). 0 disables it: stage 1 then returns the frames in one round trip.
+        xpool_cache_size: how many candidates' X-Pool tensors to keep in memory (LRU; ~53 KB per
+            12-frame 512-d candidate; 0 disables it). A cached candidate costs O(F*D) per query.
+        frames_cache_size: how many candidates' frame matrices to keep in memory (LRU keyed by point
+            id and frames digest; ~25 KB per 12-frame 512-d candidate). With it, stage 1 returns ids
+            and payloads only and missing frames are read in a second call; 0: stage 1 returns the
+            frames in one round trip (:mod:`vtr_qdrant.search.stage_two`).
         index_frames: when creating the collection, build an HNSW index on the frame multivectors
             and make stage 1 frame-aware (half the candidates by pooled cosine, half by the best
-            frame), so a query describing a short moment still reaches stage 2. Two-stage recall@10 vs
-            exhaustive at K=100 (benchmarks/bench_recall.py): 0.96 pooled-only vs 1.00 frame-aware
-            on 100k synthetic videos with exact stage 1; 0.949 vs 0.992 on the same 100k through
-            Qdrant Edge HNSW. Costs index memory/build time for F x N vectors (Edge, 2 cores: ~170 s per 10k
-            12-frame videos) and about twice the stage-1 latency. An existing collection keeps what it was created with.
+            frame), so a query describing a short moment still reaches stage 2. Two-stage recall@10
+            vs exhaustive at K=100 on 100k videos through Qdrant Edge: 0.949 pooled-only, 0.992
+            frame-aware (README). Costs index build time and about twice the stage-1 latency. An
+            existing collection keeps what it was created with.
 
     Raises:
         CollectionMismatchError: the existing collection was made with another model, dimension,
@@ -287,14 +277,9 @@ class VideoCollection:
             InvalidInputError: an unknown or invalid option, or ``video_ids``/``metadata`` that do
                 not match ``uris``; nothing is ingested.
         """
-        from pydantic import ValidationError
-
         from .ingest import IngestOptions, ingest_videos
 
-        try:
-            opts = IngestOptions(**options)
-        except ValidationError as e:
-            raise InvalidInputError(f"add_videos: {e}") from e
+        opts = IngestOptions.of(options, where="add_videos")
         return ingest_videos(
             self.store, self.frame_encoder, self.sampling, uris, video_ids=video_ids, metadata=metadata, options=opts
         )
@@ -328,29 +313,6 @@ class VideoCollection:
         }
 
     # ------------------------------------------------------------------ search
-
-    def _query_vectors(self, queries: Sequence[str | np.ndarray]) -> np.ndarray:
-        if isinstance(queries, (str, np.ndarray)):
-            raise InvalidInputError("search_batch takes a list of queries")
-        if not queries:
-            raise InvalidInputError("no queries given")
-        texts = [(i, q) for i, q in enumerate(queries) if isinstance(q, str)]
-        out = np.empty((len(queries), self.dim), dtype=np.float32)
-        if texts:
-            out[[i for i, _ in texts]] = self.encode_text([q for _, q in texts])
-        for i, q in enumerate(queries):
-            if isinstance(q, str):
-                continue
-            if not isinstance(q, (np.ndarray, list, tuple)):
-                raise InvalidInputError(f"query #{i} must be a str or a ({self.dim},) vector, got {type(q).__name__}")
-            v = np.asarray(q, dtype=np.float64)
-            if v.shape != (self.dim,):
-                raise InvalidInputError(f"query vector #{i} must have shape ({self.dim},), got {v.shape}")
-            n = np.linalg.norm(v)
-            if not np.isfinite(v).all() or n == 0:
-                raise InvalidInputError(f"query vector #{i} must be finite and non-zero")
-            out[i] = v / n
-        return out
 
     def search(
         self,
@@ -412,14 +374,9 @@ class VideoCollection:
         Returns:
             One ranked hit list per query, in order.
         """
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise InvalidInputError(f"limit must be an int >= 1, got {limit!r}")
-        k = DEFAULT_CANDIDATES if candidates is None else candidates
-        if not isinstance(k, int) or k < 1:
-            raise InvalidInputError(f"candidates must be an int >= 1, got {candidates!r}")
-        k = max(k, limit)
+        k = stage_one_size(limit, candidates)
         agg = self.aggregation if aggregation is None else self._resolve_aggregation(aggregation)
-        vectors = self._query_vectors(queries)
+        vectors = query_vectors(queries, self.dim, self.encode_text)
         stage1 = [
             StageOneQuery(
                 vector=v,

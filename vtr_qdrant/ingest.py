@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidInputError, VideoDecodeError, VtrError
 from .store.points import Key
@@ -157,6 +157,14 @@ class IngestOptions(BaseModel):
     allowed_schemes: tuple[str, ...] = ("file",)
     engine: str = "auto"
 
+    @classmethod
+    def of(cls, options: Mapping[str, Any], *, where: str = "ingest") -> IngestOptions:
+        """Options from keyword arguments; an unknown or invalid one is an :class:`InvalidInputError`."""
+        try:
+            return cls(**options)
+        except ValidationError as e:
+            raise InvalidInputError(f"{where}: {e}") from e
+
     def sample_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`vtr_qdrant.video.sample_frames` these options set."""
         return self.model_dump(include={"timeout", "allow_playlists", "ffmpeg", "max_frames", "allowed_schemes", "engine"})
@@ -194,135 +202,161 @@ def ingest_videos(
         metadata: one dict for all videos, or one per video.
         options: :class:`IngestOptions` (default: all defaults).
     """
-    from .video.decode import sample_frames  # needs the video extra; imported only when ingesting
+    job = _Ingestion(writer, encoder, sampling, uris, video_ids, metadata, options or IngestOptions())
+    remaining = job.check_sources()
+    job.decode_encode_store(remaining)
+    return job.finish()
 
-    opts = options or IngestOptions()
-    t_start = time.perf_counter()
-    paths = [os.fspath(u) for u in uris]
-    if video_ids is None:
-        video_ids = [str(Path(u).resolve()) if "://" not in u else u for u in paths]
-    if len(video_ids) != len(uris):
-        raise InvalidInputError(f"got {len(video_ids)} video_ids for {len(uris)} uris")
-    if len(set(video_ids)) != len(video_ids):
-        raise InvalidInputError("video_ids must be unique within one call")
-    if metadata is None or isinstance(metadata, Mapping):
-        metas: list[Mapping[str, Any] | None] = [metadata] * len(uris)
-    else:
-        metas = list(metadata)
-        if len(metas) != len(uris):
-            raise InvalidInputError(f"got {len(metas)} metadata entries for {len(uris)} uris")
-    report = IngestReport()
-    timing = {"hash": 0.0, "decode": 0.0, "encode": 0.0, "upsert": 0.0}
 
-    # 1. content hashes and the skip check (unchanged file + same model = nothing to do)
-    t0 = time.perf_counter()
-    hashes: dict[str, str | None] = {}
-    todo: list[int] = []
-    for i, (u, vid) in enumerate(zip(paths, video_ids)):
-        p = Path(u)
-        if "://" in u:
-            hashes[vid] = None
-        elif not p.exists():
-            report.failed.append(_failure(u, vid, "input", VideoDecodeError(u, "no such file", reason="not_found")))
-            continue
-        elif p.is_dir():
-            report.failed.append(_failure(u, vid, "input", VideoDecodeError(u, "is a directory, not a video file", reason="is_directory")))
-            continue
+class _Ingestion:
+    """One :func:`ingest_videos` call: its inputs, the report it fills, and its stage timings."""
+
+    def __init__(
+        self,
+        writer: VideoWriter,
+        encoder: FrameEncoder,
+        sampling: SamplingConfig,
+        uris: Sequence[str | os.PathLike[str]],
+        video_ids: Sequence[str] | None,
+        metadata: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None,
+        opts: IngestOptions,
+    ) -> None:
+        self.t_start = time.perf_counter()
+        self.writer, self.encoder, self.sampling, self.opts = writer, encoder, sampling, opts
+        self.paths = [os.fspath(u) for u in uris]
+        ids = [str(Path(u).resolve()) if "://" not in u else u for u in self.paths] if video_ids is None else list(video_ids)
+        if len(ids) != len(self.paths):
+            raise InvalidInputError(f"got {len(ids)} video_ids for {len(self.paths)} uris")
+        if len(set(ids)) != len(ids):
+            raise InvalidInputError("video_ids must be unique within one call")
+        self.video_ids = ids
+        if metadata is None or isinstance(metadata, Mapping):
+            self.metas: list[Mapping[str, Any] | None] = [metadata] * len(ids)
         else:
-            try:
-                hashes[vid] = file_content_hash(p)
-            except OSError as e:
-                report.failed.append(_failure(u, vid, "input", VideoDecodeError(u, f"cannot read: {e}", reason="unreadable")))
+            self.metas = list(metadata)
+            if len(self.metas) != len(ids):
+                raise InvalidInputError(f"got {len(self.metas)} metadata entries for {len(ids)} uris")
+        self.report = IngestReport()
+        self.timing = {"hash": 0.0, "decode": 0.0, "encode": 0.0, "upsert": 0.0}
+        self.hashes: dict[str, str | None] = {}
+        self.pending: list[tuple[int, SampledFrames]] = []
+
+    def _fail(self, i: int, stage: str, e: BaseException) -> None:
+        self.report.failed.append(_failure(self.paths[i], self.video_ids[i], stage, e))
+
+    def check_sources(self) -> list[int]:
+        """Hash each source and skip unchanged ones (same content hash and model); returns what is left."""
+        t0 = time.perf_counter()
+        todo: list[int] = []
+        for i, (u, vid) in enumerate(zip(self.paths, self.video_ids)):
+            p = Path(u)
+            if "://" in u:
+                self.hashes[vid] = None
+            elif not p.exists():
+                self._fail(i, "input", VideoDecodeError(u, "no such file", reason="not_found"))
                 continue
-        todo.append(i)
-    stored = {} if opts.force else writer.stored_payloads([video_ids[i] for i in todo])
-    fingerprint = writer.fingerprint
-    remaining = []
-    for i in todo:
-        prev = stored.get(video_ids[i])
-        h = hashes[video_ids[i]]
-        if prev is not None and h is not None and prev.get(Key.CONTENT_HASH) == h and prev.get(Key.MODEL_FINGERPRINT) == fingerprint:
-            report.skipped.append(video_ids[i])
-        else:
-            remaining.append(i)
-    timing["hash"] = time.perf_counter() - t0
+            elif p.is_dir():
+                self._fail(i, "input", VideoDecodeError(u, "is a directory, not a video file", reason="is_directory"))
+                continue
+            else:
+                try:
+                    self.hashes[vid] = file_content_hash(p)
+                except OSError as e:
+                    self._fail(i, "input", VideoDecodeError(u, f"cannot read: {e}", reason="unreadable"))
+                    continue
+            todo.append(i)
+        stored = {} if self.opts.force else self.writer.stored_payloads([self.video_ids[i] for i in todo])
+        fingerprint = self.writer.fingerprint
+        remaining = []
+        for i in todo:
+            vid = self.video_ids[i]
+            prev, h = stored.get(vid), self.hashes[vid]
+            if prev is not None and h is not None and prev.get(Key.CONTENT_HASH) == h and prev.get(Key.MODEL_FINGERPRINT) == fingerprint:
+                self.report.skipped.append(vid)
+            else:
+                remaining.append(i)
+        self.timing["hash"] = time.perf_counter() - t0
+        return remaining
 
-    # 2. decode in threads, encode in batches across videos, upsert each finished video
+    def _decode(self, i: int) -> tuple[SampledFrames, float]:
+        from .video.decode import sample_frames  # needs the video extra; imported only when ingesting
 
-    def decode(i: int) -> tuple[SampledFrames, float]:
         t = time.perf_counter()
         s = sample_frames(
-            paths[i],
-            num_frames=sampling.num_frames,
-            fps=sampling.fps,
-            mode=sampling.mode,
-            size=encoder.image_size,
-            **opts.sample_options(),
+            self.paths[i],
+            num_frames=self.sampling.num_frames,
+            fps=self.sampling.fps,
+            mode=self.sampling.mode,
+            size=self.encoder.image_size,
+            **self.opts.sample_options(),
         )
         return s, time.perf_counter() - t
 
-    pending: list[tuple[int, SampledFrames]] = []
+    def decode_encode_store(self, remaining: list[int]) -> None:
+        """Decode in threads, encode in batches across videos, store each finished batch."""
+        bar = None
+        if self.opts.progress and remaining:
+            from tqdm.auto import tqdm
 
-    def flush() -> None:
-        if not pending:
+            bar = tqdm(total=len(remaining), desc="ingest", unit="video")
+        with ThreadPoolExecutor(max_workers=self.opts.decode_workers, thread_name_prefix="vtr-decode") as pool:
+            futures: list[tuple[int, Future[tuple[SampledFrames, float]]]] = [(i, pool.submit(self._decode, i)) for i in remaining]
+            for i, fut in futures:
+                try:
+                    s, secs = fut.result()
+                    self.timing["decode"] += secs
+                    self.pending.append((i, s))
+                except Exception as e:
+                    self._fail(i, "decode", e)
+                if sum(len(s.images) for _, s in self.pending) >= self.opts.batch_frames:
+                    self._flush()
+                if bar is not None:
+                    bar.update(1)
+            self._flush()
+        if bar is not None:
+            bar.close()
+
+    def _flush(self) -> None:
+        """Encode the pending videos together and store them; failures stay with their videos."""
+        batch, self.pending = self.pending, []
+        if not batch:
             return
-        batch = list(pending)
-        pending.clear()
         t = time.perf_counter()
         try:
-            emb = encoder.encode(np.concatenate([s.images for _, s in batch]))
+            emb = self.encoder.encode(np.concatenate([s.images for _, s in batch]))
         except Exception as e:  # one bad batch fails its videos, never the job
-            timing["encode"] += time.perf_counter() - t
+            self.timing["encode"] += time.perf_counter() - t
             for i, _ in batch:
-                report.failed.append(_failure(paths[i], video_ids[i], "encode", e))
+                self._fail(i, "encode", e)
             return
-        timing["encode"] += time.perf_counter() - t
+        self.timing["encode"] += time.perf_counter() - t
         videos: list[tuple[int, EmbeddedVideo]] = []
         offset = 0
         for i, s in batch:
-            n = len(s.images)
-            videos.append((i, EmbeddedVideo(video_ids[i], emb[offset : offset + n], s.timestamps, metas[i], paths[i], s.duration, hashes[video_ids[i]])))
+            n, vid = len(s.images), self.video_ids[i]
+            frames = emb[offset : offset + n]
+            videos.append((i, EmbeddedVideo(vid, frames, s.timestamps, self.metas[i], self.paths[i], s.duration, self.hashes[vid])))
             offset += n
         t = time.perf_counter()
         try:  # one write for the whole batch ...
-            writer.upsert([v for _, v in videos])
+            self.writer.upsert([v for _, v in videos])
             done = videos
         except Exception:  # ... and, if it fails, video by video so one bad video cannot sink the others
             done = []
             for i, v in videos:
                 try:
-                    writer.upsert([v])
+                    self.writer.upsert([v])
                     done.append((i, v))
                 except Exception as e:
-                    report.failed.append(_failure(paths[i], video_ids[i], "upsert", e))
+                    self._fail(i, "upsert", e)
         for _, v in done:
-            report.ingested.append(v.video_id)
-            report.frames += len(v.timestamps)
-        timing["upsert"] += time.perf_counter() - t
+            self.report.ingested.append(v.video_id)
+            self.report.frames += len(v.timestamps)
+        self.timing["upsert"] += time.perf_counter() - t
 
-    bar = None
-    if opts.progress and remaining:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(remaining), desc="ingest", unit="video")
-    with ThreadPoolExecutor(max_workers=opts.decode_workers, thread_name_prefix="vtr-decode") as pool:
-        futures: list[tuple[int, Future[tuple[SampledFrames, float]]]] = [(i, pool.submit(decode, i)) for i in remaining]
-        for i, fut in futures:
-            try:
-                s, secs = fut.result()
-                timing["decode"] += secs
-                pending.append((i, s))
-            except Exception as e:
-                report.failed.append(_failure(paths[i], video_ids[i], "decode", e))
-            if sum(len(s.images) for _, s in pending) >= opts.batch_frames:
-                flush()
-            if bar is not None:
-                bar.update(1)
-        flush()
-    if bar is not None:
-        bar.close()
-    timing["total"] = time.perf_counter() - t_start
-    report.seconds = {k: round(v, 4) for k, v in timing.items()}
-    for f in report.failed:
-        log.warning("failed to ingest %s (%s/%s): %s", f.uri, f.stage, f.reason, f.message)
-    return report
+    def finish(self) -> IngestReport:
+        self.timing["total"] = time.perf_counter() - self.t_start
+        self.report.seconds = {k: round(v, 4) for k, v in self.timing.items()}
+        for f in self.report.failed:
+            log.warning("failed to ingest %s (%s/%s): %s", f.uri, f.stage, f.reason, f.message)
+        return self.report
