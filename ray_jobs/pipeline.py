@@ -202,7 +202,6 @@ def run_job(
     """
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
-    sink_mode = not cfg.write_from_driver
     factory = client_factory or (ServerClientFactory.from_target(cfg.qdrant) if cfg.qdrant.url else None)
     own_client = client is None
     if client is None:
@@ -230,39 +229,7 @@ def run_job(
         pruned = prune(vc, sources) if cfg.prune and not created_new else []
         seconds["plan"] = time.perf_counter() - t
 
-        stats = WriteStats.empty()
-        mode = "none"
-        if todo:
-            t = time.perf_counter()
-            started_ray = ensure_ray(cfg)
-            seconds["ray_init"] = time.perf_counter() - t
-            try:
-                params = DecodeParams(
-                    sampling=vc.sampling,
-                    image_size=bundle.manifest.image.image_size,
-                    timeout=cfg.decode.timeout,
-                    allow_playlists=cfg.decode.allow_playlists,
-                    staging_dir=cfg.decode.staging_dir,
-                )
-                t = time.perf_counter()
-                ds = build_dataset(cfg, todo, params, bundle.fingerprint, bundle_path=str(bundle.path))
-                if sink_mode:
-                    mode = "sink"
-                    assert factory is not None
-                    sink = QdrantDatasink(factory, target.write_to, cfg.write, retry_seed=retry_seed)
-                    ds.write_datasink(sink, concurrency=cfg.write.concurrency, ray_remote_args={"num_cpus": cfg.write.num_cpus})
-                    stats = sink.result
-                else:
-                    mode = "driver"
-                    batches = ds.iter_batches(batch_size=cfg.write.batch_videos, batch_format="numpy", prefetch_batches=1)
-                    stats = write_from_driver(batches, vc, cfg.write, on_batch=on_batch, retry_seed=retry_seed)
-                seconds["pipeline"] = time.perf_counter() - t
-            finally:
-                if started_ray and cfg.ray.shutdown:
-                    import ray
-
-                    ray.shutdown()
-
+        stats, mode = _ingest(cfg, todo, vc, bundle, target.write_to, factory, on_batch, retry_seed, seconds)
         if stats["ingested"] or pruned:
             vc.optimize()  # engines that leave indexing to the caller (Qdrant Edge); a no-op elsewhere
         if target.swap and not swapped:
@@ -281,6 +248,70 @@ def run_job(
             client.close()
 
     failures = input_failures + failures_of(stats)
+    counts = {"listed": len(sources), "skipped": len(unchanged)}
+    report = _report(cfg, target, stats, failures, pruned, counts, mode=mode, swapped=swapped, seconds=seconds, t_start=t_start)
+    for f in failures:
+        log.warning("failed: %s [%s/%s] %s", f.uri, f.stage, f.reason, f.message)
+    return report
+
+
+def _ingest(
+    cfg: JobConfig,
+    todo: list[VideoSource],
+    vc: VideoCollection,
+    bundle: Any,
+    write_to: str,
+    factory: Callable[[], Any] | None,
+    on_batch: Callable[[WriteStats], None] | None,
+    retry_seed: int | None,
+    seconds: dict[str, float],
+) -> tuple[WriteStats, str]:
+    """Decode, encode and write ``todo`` (Ray up for the duration); returns the write stats and mode."""
+    if not todo:
+        return WriteStats.empty(), "none"
+    t = time.perf_counter()
+    started_ray = ensure_ray(cfg)
+    seconds["ray_init"] = time.perf_counter() - t
+    try:
+        params = DecodeParams(
+            sampling=vc.sampling,
+            image_size=bundle.manifest.image.image_size,
+            timeout=cfg.decode.timeout,
+            allow_playlists=cfg.decode.allow_playlists,
+            staging_dir=cfg.decode.staging_dir,
+        )
+        t = time.perf_counter()
+        ds = build_dataset(cfg, todo, params, bundle.fingerprint, bundle_path=str(bundle.path))
+        if not cfg.write_from_driver and factory is not None:
+            sink = QdrantDatasink(factory, write_to, cfg.write, retry_seed=retry_seed)
+            ds.write_datasink(sink, concurrency=cfg.write.concurrency, ray_remote_args={"num_cpus": cfg.write.num_cpus})
+            stats, mode = sink.result, "sink"
+        else:
+            batches = ds.iter_batches(batch_size=cfg.write.batch_videos, batch_format="numpy", prefetch_batches=1)
+            stats, mode = write_from_driver(batches, vc, cfg.write, on_batch=on_batch, retry_seed=retry_seed), "driver"
+        seconds["pipeline"] = time.perf_counter() - t
+        return stats, mode
+    finally:
+        if started_ray and cfg.ray.shutdown:
+            import ray
+
+            ray.shutdown()
+
+
+def _report(
+    cfg: JobConfig,
+    target: Target,
+    stats: WriteStats,
+    failures: list[VideoFailure],
+    pruned: list[str],
+    counts: dict[str, int],
+    *,
+    mode: str,
+    swapped: bool,
+    seconds: dict[str, float],
+    t_start: float,
+) -> JobReport:
+    """The job report, written to ``cfg.output_dir`` with the failures table."""
     seconds.update(decode=stats["decode_s"], encode=stats["encode_s"], write=stats["write_s"])
     seconds["total"] = time.perf_counter() - t_start
     wall = seconds.get("pipeline", 0.0)
@@ -290,8 +321,8 @@ def run_job(
         target=cfg.qdrant.kind,
         alias_swapped=swapped,
         write_mode=mode,
-        listed=len(sources),
-        skipped=len(unchanged),
+        listed=counts["listed"],
+        skipped=counts["skipped"],
         ingested=len(stats["ingested"]),
         failed=len(failures),
         pruned=len(pruned),
@@ -308,8 +339,6 @@ def run_job(
     report.failures_path = str(write_failures(failures, cfg.output_dir, cfg.failures_format))
     report.report_path = str(os.path.join(cfg.output_dir, "report.json"))
     write_report(report, cfg.output_dir)
-    for f in failures:
-        log.warning("failed: %s [%s/%s] %s", f.uri, f.stage, f.reason, f.message)
     return report
 
 

@@ -32,8 +32,8 @@ from ray_jobs.config import JobConfig  # noqa: E402
 from ray_jobs.decode import DecodeParams  # noqa: E402
 from ray_jobs.pipeline import build_dataset, run_job  # noqa: E402
 from ray_jobs.report import read_failures  # noqa: E402
+from ray_jobs.retry import WriteError  # noqa: E402
 from ray_jobs.rows import Col  # noqa: E402
-from ray_jobs.sink import WriteError  # noqa: E402
 from ray_jobs.sources import VideoSource  # noqa: E402
 from ray_jobs.testing import FlakyClientFactory, RemoteClient, start_fake_server  # noqa: E402
 from vtr_qdrant import SamplingConfig, VideoCollection  # noqa: E402

@@ -15,16 +15,9 @@ pytest.importorskip("ray")
 
 from ray_jobs.config import JobConfig, load_config  # noqa: E402
 from ray_jobs.incremental import drop_old_versions, resolve_target, swap_alias, versioned_name  # noqa: E402
+from ray_jobs.retry import RetryingBackend, RetryPolicy, WriteError, is_transient, split_by_size  # noqa: E402
 from ray_jobs.rows import Col  # noqa: E402
-from ray_jobs.sink import (  # noqa: E402
-    RetryingBackend,
-    RetryPolicy,
-    VideoWriter,
-    WriteError,
-    is_transient,
-    open_writer_collection,
-    split_by_size,
-)
+from ray_jobs.sink import VideoWriter, open_writer_collection  # noqa: E402
 from ray_jobs.sources import list_sources, read_manifest, staged  # noqa: E402
 from ray_jobs.testing import FlakyClient  # noqa: E402
 from vtr_qdrant import VideoCollection  # noqa: E402
@@ -212,7 +205,7 @@ def _points(n: int, frames: int = 4, dim: int = 32) -> list:
 
 def test_split_by_size_keeps_order_and_limit() -> None:
     pts = _points(10)
-    from ray_jobs.sink import estimate_request_bytes
+    from ray_jobs.retry import estimate_request_bytes
 
     one = estimate_request_bytes(pts[0])
     chunks = split_by_size(pts, 3 * one + 10)

@@ -33,7 +33,7 @@ def add(sub: Any) -> None:
     add_target_args(p)
     p.add_argument("--limit", type=int, default=10)
     p.add_argument("--candidates", type=int, default=None, help="stage-1 candidates K (default 100)")
-    p.add_argument("--aggregation", default=None, help="mean | max | topk | softmax | xpool")
+    p.add_argument("--aggregation", default=None, help="mean | max | topk | softmax | xpool (the bundle's trained head) | xpool-identity")
     p.add_argument("--rescore", action="store_true", help="rescore stage 1 with MaxSim over frames")
     p.add_argument("--json", action="store_true", help="print hits as JSON")
     p.set_defaults(func=_cmd)

@@ -106,18 +106,25 @@ class Aggregator(ABC):
             :class:`AggregationResult` with scores (T, V) and weights (T, V, F).
         """
 
-    def precompute_candidates(self, frames: np.ndarray, mask: np.ndarray) -> Sequence[Any] | None:
-        """Text-independent per-candidate state worth caching between queries, or None (the default).
+    #: True when :meth:`precompute_candidates` gives per-candidate state worth caching between queries
+    precomputes: bool = False
+
+    @property
+    def state_key(self) -> str:
+        """Identifies what :meth:`precompute_candidates` depends on (cache key of its states)."""
+        return f"{type(self).__name__}@{id(self):x}"
+
+    def precompute_candidates(self, frames: np.ndarray, mask: np.ndarray) -> Sequence[Any]:
+        """Text-independent per-candidate state for :meth:`aggregate_precomputed` (when :attr:`precomputes`).
 
         Args:
             frames: (V, F, D) frame embeddings, zero-padded.
             mask: (V, F) bool, True for real frames.
 
         Returns:
-            One opaque state per candidate for :meth:`aggregate_precomputed`, or None when this
-            aggregation has nothing to precompute (stage 2 then calls :meth:`aggregate`).
+            One opaque state per candidate.
         """
-        return None
+        raise NotImplementedError(f"{type(self).__name__} precomputes nothing")
 
     def aggregate_precomputed(self, text: np.ndarray, states: Sequence[Any]) -> AggregationResult:
         """Like :meth:`aggregate`, from states made by :meth:`precompute_candidates` (same result)."""

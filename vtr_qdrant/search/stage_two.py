@@ -63,7 +63,7 @@ class StageTwo:
         self.frames_cache_size = _check_size("frames_cache_size", frames_cache_size)
         self.precompute_cache_size = _check_size("xpool_cache_size", precompute_cache_size)
         self._frames: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._states: OrderedDict[tuple[int, str, str], Any] = OrderedDict()
+        self._states: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -96,26 +96,23 @@ class StageTwo:
             while len(store) > self.frames_cache_size:
                 store.popitem(last=False)
 
-    def _precomputed(self, agg: Aggregator, cands: list[Candidate], frames: list[np.ndarray]) -> list[Any] | None:
-        """Per-candidate state from the LRU, computing the missing ones in one batch; None if ``agg`` has none."""
-        keys = [(id(agg), c.id, candidate_version(c)) for c in cands]
+    def _precomputed(self, agg: Aggregator, cands: list[Candidate], frames: list[np.ndarray]) -> list[Any]:
+        """Per-candidate state from the LRU, computing the missing ones in one batch."""
+        keys = [(agg.state_key, c.id, candidate_version(c)) for c in cands]
         with self._lock:
-            missing = [i for i, k in enumerate(keys) if k not in self._states]
+            found = {k: self._states[k] for k in keys if k in self._states}
+            for k in found:
+                self._states.move_to_end(k)
+        missing = [i for i, k in enumerate(keys) if k not in found]
         if missing:
             fresh = agg.precompute_candidates(*padded_frames([frames[i] for i in missing], self.dim))
-            if fresh is None:
-                return None
-        with self._lock:
-            store = self._states
-            for j, i in enumerate(missing):
-                store[keys[i]] = fresh[j]
-            out = []
-            for k in keys:
-                store.move_to_end(k)
-                out.append(store[k])
-            while len(store) > self.precompute_cache_size:
-                store.popitem(last=False)
-        return out
+            new = {keys[i]: fresh[j] for j, i in enumerate(missing)}
+            found.update(new)
+            with self._lock:
+                self._states.update(new)
+                while len(self._states) > self.precompute_cache_size:
+                    self._states.popitem(last=False)
+        return [found[k] for k in keys]
 
     def rank(
         self,
@@ -144,9 +141,8 @@ class StageTwo:
         if not kept:
             return []
         cands, frames = [c for c, _ in kept], [f for _, f in kept]
-        states = self._precomputed(agg, cands, frames) if self.precompute_cache_size > 0 else None
-        if states is not None:  # cached candidates need no padded copy of their frames
-            res = agg.aggregate_precomputed(vector[None, :], states)
+        if agg.precomputes and self.precompute_cache_size > 0:  # cached candidates need no padded copy
+            res = agg.aggregate_precomputed(vector[None, :], self._precomputed(agg, cands, frames))
         else:
             res = agg.aggregate(vector[None, :], *padded_frames(frames, self.dim))
         scores, weights = res.scores[0], res.weights[0]

@@ -31,6 +31,7 @@ in float32 with float32 copies of the (float64-fused) weights, and give float32 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -65,6 +66,7 @@ class XPoolHead(Aggregator):
     """
 
     name = "xpool"
+    precomputes = True
 
     def __init__(self, params: Mapping[str, np.ndarray], num_heads: int = 1) -> None:
         params = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
@@ -93,6 +95,7 @@ class XPoolHead(Aggregator):
         for arr in self._p.values():
             arr.setflags(write=False)
         self._fact = FactorisedXPool(self._p, self.num_heads)
+        self._digest: str | None = None
 
     # ------------------------------------------------------------------ construction
 
@@ -168,6 +171,16 @@ class XPoolHead(Aggregator):
 
     def __repr__(self) -> str:
         return f"XPoolHead(dim={self.dim}, num_heads={self.num_heads})"
+
+    @property
+    def state_key(self) -> str:
+        """Digest of the parameters: equal heads share precomputed states, another head never does."""
+        if self._digest is None:
+            h = hashlib.blake2b(str(self.num_heads).encode(), digest_size=12)
+            for k in XPOOL_PARAMETER_NAMES:
+                h.update(np.ascontiguousarray(self._p[k]).tobytes())
+            self._digest = "xpool:" + h.hexdigest()
+        return self._digest
 
     # ------------------------------------------------------------------ helpers
 
