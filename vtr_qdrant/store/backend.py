@@ -21,7 +21,7 @@ from qdrant_client import models
 from .plan import StageOneQuery
 from .points import VECTOR_FRAMES, PointData
 
-__all__ = ["Candidate", "StorageBackend", "frames_of"]
+__all__ = ["Candidate", "StorageBackend", "candidate_of", "frames_of"]
 
 
 @dataclass
@@ -56,6 +56,11 @@ def frames_of(vector: Any) -> np.ndarray | None:
             flat = np.fromiter(itertools.chain.from_iterable(f), dtype=np.float32, count=len(f) * d)
             return flat.reshape(len(f), d)
     return None
+
+
+def candidate_of(point: Any) -> Candidate:
+    """A returned point (qdrant-client ``ScoredPoint``/``Record`` or an Edge point) as a :class:`Candidate`."""
+    return Candidate(str(point.id), float(getattr(point, "score", None) or 0.0), dict(point.payload or {}), frames_of(point.vector))
 
 
 class StorageBackend(ABC):

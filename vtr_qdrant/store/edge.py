@@ -46,7 +46,7 @@ import numpy as np
 from qdrant_client import models
 
 from ..errors import ConfigError
-from .backend import Candidate, StorageBackend, frames_of
+from .backend import Candidate, StorageBackend, candidate_of
 from .edge_filters import translate_filter
 from .edge_shards import METADATA_FILE, SHARD_DIR, EdgeShardFolder
 from .plan import RRF_K, AnnSearch, StageOneQuery, plan_stage_one
@@ -157,13 +157,7 @@ class EdgeBackend(EdgeShardFolder, StorageBackend):
             results = [shard.query(requests[0])]
         else:
             results = shard.query_batch(self._e.QueryBatchRequest(requests))
-        return [
-            [
-                Candidate(str(p.id), float(p.score), dict(p.payload or {}), frames_of(p.vector))
-                for p in points
-            ]
-            for points in results
-        ]
+        return [[candidate_of(p) for p in points] for points in results]
 
     def scroll(
         self, name: str, query_filter: models.Filter | None, *, with_frames: bool, limit: int = 10_000
@@ -184,7 +178,7 @@ class EdgeBackend(EdgeShardFolder, StorageBackend):
                 )
             )
             out.extend(
-                Candidate(str(r.id), 0.0, dict(r.payload or {}), frames_of(r.vector)) for r in records
+                candidate_of(r) for r in records
             )
             if offset is None:
                 break

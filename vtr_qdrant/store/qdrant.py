@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from .backend import Candidate, StorageBackend, frames_of
+from .backend import Candidate, StorageBackend, candidate_of, frames_of
 from .plan import RRF_K, AnnSearch, StageOneQuery, plan_stage_one
 from .points import VECTOR_FRAMES, VECTOR_POOLED, PointData
 
@@ -144,7 +144,7 @@ class QdrantClientBackend(StorageBackend):
         else:
             resp = self.client.query_batch_points(name, requests=requests, timeout=self.timeout)
         return [
-            [Candidate(str(p.id), float(p.score), dict(p.payload or {}), frames_of(p.vector)) for p in r.points]
+            [candidate_of(p) for p in r.points]
             for r in resp
         ]
 
@@ -161,7 +161,7 @@ class QdrantClientBackend(StorageBackend):
                 with_vectors=[VECTOR_FRAMES] if with_frames else False,
                 timeout=self.timeout,
             )
-            out.extend(Candidate(str(r.id), 0.0, dict(r.payload or {}), frames_of(r.vector)) for r in records)
+            out.extend(candidate_of(r) for r in records)
             if offset is None or len(out) >= limit:
                 return out
 
