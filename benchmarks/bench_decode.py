@@ -44,9 +44,13 @@ sys.path.insert(0, str(ROOT.parent / "tests"))
 
 import video_factory as vf  # noqa: E402
 
-from vtr_qdrant.video import decode as video
+from vtr_qdrant.video import ffmpeg as video_ffmpeg  # noqa: E402
 from vtr_qdrant.video import pyav_pool as _pyav_pool  # noqa: E402
+from vtr_qdrant.video.decode import sample_frames  # noqa: E402
 from vtr_qdrant.video.ffmpeg_bin import resolve_ffmpeg  # noqa: E402
+from vtr_qdrant.video.frames import SampledFrames  # noqa: E402
+from vtr_qdrant.video.sampling import choose_frames, make_info, target_times  # noqa: E402
+from vtr_qdrant.video.source import check_source  # noqa: E402
 
 RESULTS = ROOT / "results"
 VIDEOS = RESULTS / "videos"
@@ -68,40 +72,41 @@ def ensure_video(duration: float, height: int, gop: float) -> Path:
     return path
 
 
-def full_pass(path: Path, size: int, **sampling: Any) -> video.SampledFrames:
+def full_pass(path: Path, size: int, **sampling: Any) -> SampledFrames:
     """Same output as exact mode, but one forward pass over the whole file (no seeking)."""
-    text, url, scheme = video._source(path, ("file",), False)
+    text, url, scheme = check_source(path, ("file",), False)
     deadline = time.monotonic() + 3600
     ffbin = resolve_ffmpeg()
-    info = video._probe(text, url, scheme, ffbin, deadline, False)
-    targets, window = video._target_times(info, sampling.get("num_frames"), sampling.get("fps"))
-    chosen, _ = video._choose_frames(info, targets, window, "exact")
+    info = video_ffmpeg.probe_checked(text, url, scheme, ffbin, deadline, False)
+    targets, window = target_times(info, sampling.get("num_frames"), sampling.get("fps"))
+    chosen, _ = choose_frames(info, targets, window, "exact")
     unique = sorted(set(chosen))
-    run = video._Run(seek=None, end=None, frames=unique)
-    images, times = video._decode(ffbin, url, scheme, text, info, [run], size, deadline, False)
+    run = video_ffmpeg.DecodeRun(seek=None, end=None, frames=unique)
+    images, times = video_ffmpeg.decode_runs(ffbin, url, scheme, text, info, [run], size, deadline, False)
     pos = {f: i for i, f in enumerate(unique)}
     order = np.array([pos[f] for f in chosen])
-    return video.SampledFrames(uri=text, images=images[order], timestamps=times[order], duration=info.duration,
+    return SampledFrames(uri=text, images=images[order], timestamps=times[order], duration=info.duration,
                                fps=info.fps, width=info.width, height=info.height, rotation=info.rotation,
                                padded=len(chosen) - len(unique), mode="full")
 
 
-def pyav_full_pass(path: Path, size: int, **sampling: Any) -> tuple[video.SampledFrames, float]:
+def pyav_full_pass(path: Path, size: int, **sampling: Any) -> tuple[SampledFrames, float]:
     """PyAV, in-process: decode every frame once, convert only the chosen ones. Returns (frames, cpu s)."""
+    from vtr_qdrant.video import pyav_open
     from vtr_qdrant.video import pyav_worker as _pyav
 
     cpu0 = time.process_time()
-    text, url, _ = video._source(path, ("file",), False)
+    text, url, _ = check_source(path, ("file",), False)
     deadline = time.monotonic() + 3600
-    c = _pyav._open(text, url, deadline)
+    c = pyav_open.open_container(text, url, deadline)
     try:
-        st = _pyav._video_stream(c, text)
-        header = _pyav._header(c, st)
-        ticks, keys, end = _pyav._index(c, st, text, deadline)
+        st = pyav_open.video_stream(c, text)
+        header = pyav_open.stream_header(c, st)
+        ticks, keys, end = pyav_open.index_timeline(c, st, text, deadline)
         tb = float(st.time_base)
-        info = video._make_info(text, header, ticks * tb, keys * tb, None if end is None else end * tb)
-        targets, window = video._target_times(info, sampling.get("num_frames"), sampling.get("fps"))
-        chosen, _ = video._choose_frames(info, targets, window, "exact")
+        info = make_info(text, header, ticks * tb, keys * tb, None if end is None else end * tb)
+        targets, window = target_times(info, sampling.get("num_frames"), sampling.get("fps"))
+        chosen, _ = choose_frames(info, targets, window, "exact")
         want = {int(ticks[f]): f for f in set(chosen)}
         convert = _pyav.Converter(size, header.sar, st.time_base)
         st.thread_type = "AUTO"
@@ -114,7 +119,7 @@ def pyav_full_pass(path: Path, size: int, **sampling: Any) -> tuple[video.Sample
     finally:
         c.close()
     images = np.stack([got[f] for f in chosen])
-    fr = video.SampledFrames(uri=text, images=images, timestamps=info.frame_times[chosen], duration=info.duration,
+    fr = SampledFrames(uri=text, images=images, timestamps=info.frame_times[chosen], duration=info.duration,
                              fps=info.fps, width=info.width, height=info.height, rotation=convert.rotation,
                              padded=len(chosen) - len(set(chosen)), mode="full")
     return fr, time.process_time() - cpu0
@@ -177,7 +182,7 @@ def main() -> None:
     warm = VIDEOS / "warmup.mp4"
     if not warm.exists():
         vf.color_video(warm, ("red", "green"))
-    video.sample_frames(warm, num_frames=2, engine="pyav")  # starts the PyAV worker (not timed below)
+    sample_frames(warm, num_frames=2, engine="pyav")  # starts the PyAV worker (not timed below)
     worker_start_s = time.perf_counter() - t
     print(f"PyAV worker start + first call: {worker_start_s:.2f} s", flush=True)
     for duration, height, gop in configs:
@@ -196,10 +201,10 @@ def main() -> None:
                     sec, cpu, fr = best_of(lambda: pyav_full_pass(path, args.size, **sampling), repeat)  # returns its own CPU
                 elif method.startswith("pyav_"):
                     m = method[len("pyav_"):]
-                    sec, cpu, fr = timed_worker(lambda m=m: video.sample_frames(
+                    sec, cpu, fr = timed_worker(lambda m=m: sample_frames(
                         path, size=args.size, mode=m, timeout=3600, engine="pyav", **sampling), repeat)
                 else:
-                    sec, cpu, fr = timed(lambda m=method: video.sample_frames(path, size=args.size, mode=m,
+                    sec, cpu, fr = timed(lambda m=method: sample_frames(path, size=args.size, mode=m,
                                                                          timeout=3600, engine="ffmpeg",
                                                                          **sampling), repeat)
                 n = fr.images.shape[0]

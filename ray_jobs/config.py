@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from vtr_qdrant.errors import ConfigError
 from vtr_qdrant.model.runtime import Device
+from vtr_qdrant.video.ffmpeg import DEFAULT_DECODE_TIMEOUT
 from vtr_qdrant.video.sampling import SamplingConfig
 
 __all__ = [
@@ -106,7 +107,7 @@ class DecodeConfig(_Section):
 
     num_cpus: float = Field(1.0, gt=0)
     max_tasks: int | None = Field(None, ge=1)
-    timeout: float = Field(120.0, gt=0)
+    timeout: float = Field(DEFAULT_DECODE_TIMEOUT, gt=0)
     allow_playlists: bool = False
     staging_dir: str | None = None
     videos_per_task: int | None = Field(None, ge=1)

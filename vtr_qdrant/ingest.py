@@ -9,8 +9,6 @@ was already ingested stays.
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import logging
 import os
 import time
@@ -25,17 +23,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import InvalidInputError, VideoDecodeError, VtrError
 from .store.points import Key
 from .store.videos import EmbeddedVideo
+from .video.ffmpeg import DEFAULT_DECODE_TIMEOUT
+from .video.source import VIDEO_EXTENSIONS, expand_sources, file_content_hash
 
 if TYPE_CHECKING:
     from .model.encoders import FrameEncoder
-    from .video.decode import SampledFrames
+    from .video.frames import SampledFrames
     from .video.sampling import SamplingConfig
 
 __all__ = ["VideoFailure", "IngestReport", "IngestOptions", "VideoWriter", "expand_sources", "file_content_hash", "ingest_videos", "VIDEO_EXTENSIONS"]
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp", ".ogv"})
 
 
 class VideoFailure(BaseModel):
@@ -92,37 +91,6 @@ class IngestReport(BaseModel):
         return "\n".join(lines)
 
 
-def expand_sources(sources: Iterable[str | os.PathLike[str]]) -> list[str]:
-    """Expand folders (recursively, video extensions only) and glob patterns into a sorted file list.
-
-    Paths that do not exist are kept as given, so they are reported as failed videos instead of
-    silently vanishing; a glob that matches nothing is an error.
-    """
-    out: list[str] = []
-    for src in sources:
-        s = os.fspath(src)
-        p = Path(s)
-        if p.is_dir():
-            out += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTENSIONS and f.is_file())
-        elif any(ch in s for ch in "*?[") and not p.exists():
-            matches = sorted(glob.glob(s, recursive=True))
-            if not matches:
-                raise InvalidInputError(f"the pattern {s!r} matches no file")
-            out += matches
-        else:
-            out.append(s)
-    return list(dict.fromkeys(out))
-
-
-def file_content_hash(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes (hex, first 32 chars): detects changed files on re-ingestion."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()[:32]
-
-
 def _failure(uri: str, vid: str, stage: str, e: BaseException) -> VideoFailure:
     reason = getattr(e, "reason", None) or ("error" if isinstance(e, VtrError) else "unexpected_error")
     return VideoFailure(uri=uri, video_id=vid, stage=stage, error_type=type(e).__name__, reason=str(reason), message=str(e))
@@ -149,7 +117,7 @@ class IngestOptions(BaseModel):
     force: bool = False
     batch_frames: int = Field(64, ge=1)
     decode_workers: int = Field(2, ge=1)
-    timeout: float = Field(120.0, gt=0)
+    timeout: float = Field(DEFAULT_DECODE_TIMEOUT, gt=0)
     progress: bool = True
     allow_playlists: bool = False
     ffmpeg: str | None = None

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ..errors import ConfigError
+from ..video.ffmpeg import DEFAULT_DECODE_TIMEOUT
 from .common import add_target_args, open_client
 
 __all__ = ["add"]
@@ -48,7 +49,7 @@ def add(sub: Any) -> None:
     p.add_argument("--fps", type=float, default=None, help="instead: frames per second (long videos)")
     p.add_argument("--mode", choices=["exact", "fast"], default=None, help="exact (default) or fast")
     p.add_argument("--segment-seconds", type=float, default=None, help="one point per this many seconds")
-    p.add_argument("--timeout", type=float, default=None, help="per-video decode timeout, seconds (default 120)")
+    p.add_argument("--timeout", type=float, default=None, help=f"per-video decode timeout, seconds (default {DEFAULT_DECODE_TIMEOUT:g})")
     p.add_argument("--force", action="store_true", help="re-ingest unchanged files")
     p.add_argument("--report", help="write the ingest report as JSON here")
     p.add_argument("--no-progress", action="store_true")

@@ -8,7 +8,6 @@ that limit, so we enforce it here for every back end.
 from __future__ import annotations
 
 import hashlib
-import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, InvalidInputError
+from ..errors import InvalidInputError
+from ..video.frames import segment_spans  # one segmentation rule for decoding and storage
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -88,62 +88,6 @@ def point_id(video_id: str, segment_index: int = 0) -> str:
 def max_frames_per_point(dim: int) -> int:
     """Most frames one multivector point may hold at this dimension (2047 at 512-d)."""
     return (MAX_MULTIVECTOR_FLOATS - 1) // dim
-
-
-def segment_spans(
-    timestamps: np.ndarray,
-    *,
-    duration: float | None = None,
-    max_frames: int,
-    segment_seconds: float | None = None,
-) -> list[tuple[int, int, float, float]]:
-    """Split a video's frames into consecutive segments, one Qdrant point each.
-
-    Every frame lands in exactly one segment; segments are ordered and never empty. With
-    ``segment_seconds``, segments are the cells ``[k*s, (k+1)*s)`` of the timestamp clock that hold
-    frames, and a cell with more than ``max_frames`` frames is split into equal parts. Without it,
-    the frames are split into the fewest equal parts of at most ``max_frames`` frames. Split points
-    lie midway between neighbouring frames; the first segment starts at 0 (or its grid line), the
-    last ends at the video's end.
-
-    Args:
-        timestamps: (F,) float64 seconds, non-decreasing.
-        duration: the video's duration in seconds (None: the last timestamp).
-        max_frames: hard cap of frames per segment (the multivector limit).
-        segment_seconds: segment length in seconds, or None for count-based segments.
-
-    Returns:
-        ``[(first_frame, stop_frame, start_seconds, end_seconds), ...]``.
-    """
-    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
-        raise ConfigError(f"max_frames must be a positive integer, got {max_frames!r}")
-    if segment_seconds is not None and not (segment_seconds > 0 and math.isfinite(segment_seconds)):
-        raise ConfigError(f"segment_seconds must be a positive number, got {segment_seconds!r}")
-    ts = np.asarray(timestamps, dtype=np.float64)
-    n = ts.shape[0]
-    if n == 0:
-        return []
-    end_all = float(ts[-1]) if duration is None or not math.isfinite(duration) else max(float(duration), float(ts[-1]))
-    groups: list[tuple[float, float, int, int]] = []
-    if segment_seconds is None:
-        groups.append((0.0, end_all, 0, n))
-    else:
-        cell = np.floor(ts / segment_seconds + 1e-9).astype(np.int64)
-        cuts = [0, *(np.flatnonzero(np.diff(cell)) + 1).tolist(), n]
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            c = int(cell[a])
-            groups.append((c * segment_seconds, min((c + 1) * segment_seconds, end_all), a, b))
-    out: list[tuple[int, int, float, float]] = []
-    for start, end, a, b in groups:
-        parts = math.ceil((b - a) / max_frames)
-        base, extra = divmod(b - a, parts)  # equal parts, the first ones one longer (np.array_split)
-        bounds = np.cumsum([a] + [base + 1] * extra + [base] * (parts - extra))
-        for p in range(parts):
-            i, j = int(bounds[p]), int(bounds[p + 1])
-            s = start if p == 0 else float((ts[i - 1] + ts[i]) / 2)
-            e = end if p == parts - 1 else float((ts[j - 1] + ts[j]) / 2)
-            out.append((i, j, float(s), float(max(e, s))))
-    return out
 
 
 def validate_frames(video_id: Any, frames: Any, timestamps: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:

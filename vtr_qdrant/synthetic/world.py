@@ -617,7 +617,7 @@ def write_video(video: SyntheticVideo, path: str | os.PathLike[str], size: int, 
         MissingDependencyError: no ffmpeg binary (from :func:`vtr_qdrant.video.resolve_ffmpeg`).
         VideoDecodeError: ffmpeg failed (the message carries its stderr).
     """
-    from ..video.decode import resolve_ffmpeg
+    from ..video.ffmpeg_bin import resolve_ffmpeg
 
     ffmpeg = resolve_ffmpeg()
     out = Path(path)

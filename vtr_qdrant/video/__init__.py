@@ -26,16 +26,16 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "ENGINES": "decode",
-    "SAMPLING_MODES": "decode",
-    "SampledFrames": "decode",
-    "Segment": "decode",
-    "VideoInfo": "decode",
-    "clip_geometry": "decode",
-    "probe": "decode",
+    "SAMPLING_MODES": "sampling",
+    "SampledFrames": "frames",
+    "Segment": "frames",
+    "VideoInfo": "frames",
+    "clip_geometry": "frames",
+    "probe": "ffmpeg",
     "pyav_available": "decode",
-    "resolve_ffmpeg": "decode",
+    "resolve_ffmpeg": "ffmpeg_bin",
     "sample_frames": "decode",
-    "segment_windows": "decode",
+    "segment_windows": "frames",
 }
 
 __all__ = [

@@ -50,7 +50,7 @@ VIDEO_DEMUXERS: tuple[str, ...] = (
 PLAYLIST_DEMUXERS: tuple[str, ...] = ("hls", "concat", "dash")
 
 # Which URI scheme needs which ffmpeg protocols (nested opens inherit the whitelist).
-_SCHEME_PROTOCOLS: dict[str, tuple[str, ...]] = {
+SCHEME_PROTOCOLS: dict[str, tuple[str, ...]] = {
     "file": ("file",),
     "http": ("http", "tcp"),
     "https": ("https", "http", "tls", "tcp"),
@@ -114,7 +114,7 @@ def input_options(scheme: str, *, allow_playlists: bool = False) -> dict[str, st
     Returns:
         ``{"protocol_whitelist": ..., "format_whitelist": ...}`` for ``ffmpeg.input(**opts)``.
     """
-    protocols = list(_SCHEME_PROTOCOLS.get(scheme, (scheme,)))
+    protocols = list(SCHEME_PROTOCOLS.get(scheme, (scheme,)))
     formats = list(VIDEO_DEMUXERS)
     if allow_playlists:
         formats += PLAYLIST_DEMUXERS
@@ -168,7 +168,7 @@ def run_ffmpeg(args: list[str], *, uri: str, deadline: float, check: bool = True
     text = err.decode("utf-8", "replace")
     if check and proc.returncode != 0:
         reason, message = classify_failure(text)
-        exc_type = UnsafeInputError if reason in _UNSAFE_REASONS else VideoDecodeError
+        exc_type = UnsafeInputError if reason in UNSAFE_REASONS else VideoDecodeError
         raise exc_type(uri, message, reason=reason)
     return proc.returncode, out, text
 
@@ -184,7 +184,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         logger.warning("ffmpeg process %d did not exit after SIGKILL", proc.pid)
 
 
-_UNSAFE_REASONS = frozenset({"format_not_allowed", "playlist", "protocol_not_allowed"})
+UNSAFE_REASONS = frozenset({"format_not_allowed", "playlist", "protocol_not_allowed"})
 
 _FAILURES: tuple[tuple[str, str, str], ...] = (
     ("Format not on whitelist", "format_not_allowed",
@@ -207,14 +207,15 @@ def classify_failure(stderr: str) -> tuple[str, str]:
     if "detected only with low score" in stderr and "moov atom not found" in stderr:
         # Random bytes that look a little like MP4: not a truncated MP4.
         return "invalid_data", ("ffmpeg does not recognise the data as any allowed media format "
-                                f"(ffmpeg: {_last_error_line(stderr, 'low score')})")
+                                f"(ffmpeg: {last_error_line(stderr, 'low score')})")
     for needle, reason, message in _FAILURES:
         if needle in stderr:
-            return reason, f"{message} (ffmpeg: {_last_error_line(stderr, needle)})"
-    return "decode_failed", f"ffmpeg failed: {_last_error_line(stderr, '')}"
+            return reason, f"{message} (ffmpeg: {last_error_line(stderr, needle)})"
+    return "decode_failed", f"ffmpeg failed: {last_error_line(stderr, '')}"
 
 
-def _last_error_line(stderr: str, needle: str) -> str:
+def last_error_line(stderr: str, needle: str) -> str:
+    """The last stderr line containing ``needle`` (for error messages)."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     for ln in lines:
         if needle and needle in ln:

@@ -23,7 +23,6 @@ import logging
 import os
 import selectors
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -33,12 +32,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import (
-    ConfigError,
     DecodeTimeoutError,
     MissingDependencyError,
-    UnsafeInputError,
     VideoDecodeError,
 )
+from .pyav_wire import HEADER, rebuild_error
 
 __all__ = ["sample", "MAX_IDLE", "shutdown", "worker_pids"]
 
@@ -49,8 +47,7 @@ MAX_IDLE = max(2, min(8, os.cpu_count() or 2))
 # usable) before the parent's hard deadline kills it.
 _SOFT_MARGIN_S = 0.2
 _HARD_GRACE_S = 0.5
-_MAX_REPLY_HEADER = 1 << 20
-_HEADER = struct.Struct("!I")
+_MAX_REPLYHEADER = 1 << 20
 
 
 # The worker imports vtr_qdrant's decoding modules without running the package __init__ (which
@@ -82,8 +79,8 @@ class _Worker:
         os.set_blocking(self.fd_err, False)
         self.stderr_tail = b""
         try:
-            ready = self._read(_HEADER.size, deadline + 30.0)  # importing av may be slow on a cold disk
-            if _HEADER.unpack(ready)[0] != 0:
+            ready = self._read(HEADER.size, deadline + 30.0)  # importing av may be slow on a cold disk
+            if HEADER.unpack(ready)[0] != 0:
                 raise _WorkerDied("unexpected start-up reply")
         except BaseException:
             self.kill()
@@ -92,11 +89,11 @@ class _Worker:
     def call(self, request: dict[str, Any], deadline: float) -> tuple[dict[str, Any], bytes]:
         body = json.dumps(request).encode()
         try:
-            os.write(self.fd_in, _HEADER.pack(len(body)) + body)  # < 64 KiB: never blocks on a pipe
+            os.write(self.fd_in, HEADER.pack(len(body)) + body)  # < 64 KiB: never blocks on a pipe
         except OSError as e:
             raise _WorkerDied(f"cannot write to it: {e}") from e
-        (n,) = _HEADER.unpack(self._read(_HEADER.size, deadline))
-        if not 0 < n <= _MAX_REPLY_HEADER:
+        (n,) = HEADER.unpack(self._read(HEADER.size, deadline))
+        if not 0 < n <= _MAX_REPLYHEADER:
             raise _WorkerDied(f"malformed reply header ({n} bytes)")
         reply = json.loads(self._read(n, deadline))
         sizes = reply.get("payload", [])
@@ -214,7 +211,7 @@ def sample(*, text: str, url: str, num_frames: int | None, fps: float | None, si
         VideoDecodeError: The video cannot be decoded, or the worker died (``reason="decoder_crashed"``).
         UnsafeInputError: The source was refused for safety.
     """
-    from .decode import SampledFrames
+    from .frames import SampledFrames
 
     if deadline - time.monotonic() <= 0:
         raise DecodeTimeoutError(text, "the per-video decode timeout was exhausted before decoding started")
@@ -243,7 +240,7 @@ def sample(*, text: str, url: str, num_frames: int | None, fps: float | None, si
         _release(w, healthy=healthy)
     _last_cpu.value = float(reply.get("cpu_s", 0.0))
     if "error" in reply:
-        raise _rebuild_error(text, reply["error"])
+        raise rebuild_error(text, reply["error"])
     meta, shape = reply["meta"], tuple(int(x) for x in reply["shape"])
     n_img = int(np.prod(shape))
     if len(shape) != 4 or shape[1:] != (size, size, 3) or len(payload) != n_img + 8 * shape[0]:
@@ -266,17 +263,3 @@ _last_cpu = _LastCpu()
 def last_cpu_seconds() -> float:
     """CPU seconds the worker spent on this thread's last :func:`sample` call (benchmarks)."""
     return _last_cpu.value
-
-
-def _rebuild_error(text: str, err: dict[str, Any]) -> Exception:
-    kind, message = str(err.get("type")), str(err.get("message", "decoding failed"))
-    reason = str(err.get("reason", "decode_failed"))
-    if kind == "ConfigError":
-        return ConfigError(message)
-    if kind == "MissingDependencyError":
-        return MissingDependencyError(message)
-    if kind == "UnsafeInputError":
-        return UnsafeInputError(text, message, reason=reason)
-    if kind == "DecodeTimeoutError":
-        return DecodeTimeoutError(text, message, reason=reason)
-    return VideoDecodeError(text, message, reason=reason)

@@ -10,7 +10,7 @@ One open container per video:
 1. **Index** — open under the same protocol and demuxer whitelists as the ffmpeg engine and demux
    the video packets once (no decoding) for every frame's presentation time and keyframe flag.
    The timeline, duration and frame choice are computed by the same code as the ffmpeg engine
-   (:func:`vtr_qdrant.video._make_info`, ``_target_times``, ``_choose_frames``), so both engines
+   (:mod:`vtr_qdrant.video.sampling`: ``make_info``, ``target_times``, ``choose_frames``), so both engines
    pick the same frames.
 2. **Decode** — needed frames are grouped into runs: decode forward, and seek (to the keyframe
    before a target) only when that keyframe is more than :data:`SEEK_COST_FRAMES` frames past the
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import sys
 import time
 from collections.abc import Iterator
@@ -43,14 +42,21 @@ import av.logging
 import numpy as np
 
 from ..errors import (
-    ConfigError,
-    DecodeTimeoutError,
-    MissingDependencyError,
-    UnsafeInputError,
     VideoDecodeError,
 )
-from . import decode as video
 from . import ffmpeg_bin
+from .ffmpeg import format_refused
+from .frames import clip_geometry
+from .pyav_open import (
+    check_deadline,
+    index_timeline,
+    open_container,
+    stream_header,
+    video_stream,
+    watch_parent,
+)
+from .pyav_wire import HEADER, error_reply, read_exact, write_all
+from .sampling import choose_frames, make_info, target_times
 
 __all__ = ["sample", "SEEK_COST_FRAMES", "NONREF_CODECS", "worker_main"]
 
@@ -60,142 +66,6 @@ SEEK_COST_FRAMES = 8
 # Decoders whose skip_frame=NONREF is applied per packet and skips only frames no other frame
 # references. Elsewhere (e.g. libdav1d reads it once at open) every packet is decoded.
 NONREF_CODECS = frozenset({"h264", "hevc"})
-# Check the deadline every this many packets in the index pass.
-_INDEX_CHECK_EVERY = 256
-
-
-_parent_pid: int | None = None  # set in a worker: it stops when its parent is gone
-
-
-def _check(deadline: float, text: str) -> None:
-    if _parent_pid is not None and os.getppid() != _parent_pid:
-        os._exit(3)  # orphaned mid-decode: nobody will read the result
-    if time.monotonic() > deadline:
-        raise DecodeTimeoutError(
-            text, "decoding did not finish within the per-video timeout; raise `timeout` if this video "
-            "is legitimately long")
-
-
-def _open(text: str, url: str, deadline: float) -> Any:
-    """Open ``url`` with only the ``file`` protocol and the video demuxers allowed."""
-    opts = ffmpeg_bin.input_options("file", allow_playlists=False)
-    remaining = max(0.001, deadline - time.monotonic())
-    err: av.error.FFmpegError | None = None
-    av.logging.set_level(av.logging.WARNING)  # captured below: the messages classify failures
-    try:
-        with av.logging.Capture() as logs:
-            try:
-                return av.open(url, mode="r", container_options=opts, timeout=(remaining, remaining))
-            except av.error.FFmpegError as e:
-                err = e
-    finally:
-        av.logging.set_level(None)
-    log = "\n".join(str(m[2]).rstrip() for m in logs)
-    if "not on whitelist" in log and "Format" in log:
-        raise video._format_refused(text, _detected_format(url) or "unknown")
-    if isinstance(err, av.error.ExitError):  # the open timeout's interrupt callback fired
-        _check(deadline, text)
-    reason, message = ffmpeg_bin.classify_failure(log or str(err))
-    if reason == "decode_failed":
-        reason, message = _classify_av_error(err)
-    exc = UnsafeInputError if reason in ffmpeg_bin._UNSAFE_REASONS else VideoDecodeError
-    raise exc(text, message, reason=reason)
-
-
-def _classify_av_error(err: Exception | None) -> tuple[str, str]:
-    if isinstance(err, av.error.FileNotFoundError):
-        return "not_found", "the file does not exist"
-    if isinstance(err, av.error.PermissionError):
-        return "permission_denied", "the file is not readable"
-    if isinstance(err, av.error.InvalidDataError):
-        return "invalid_data", f"FFmpeg does not recognise the data as any allowed media format ({err})"
-    return "decode_failed", f"FFmpeg failed: {err}"
-
-
-def _detected_format(url: str) -> str | None:
-    """The demuxer FFmpeg's probe picks, without letting any demuxer read the file.
-
-    The format whitelist names no real demuxer, so opening stops right after probing the first
-    bytes, before a playlist demuxer could open anything it lists.
-    """
-    av.logging.set_level(av.logging.DEBUG)
-    try:
-        with av.logging.Capture() as logs:
-            try:
-                av.open(url, mode="r", container_options={"protocol_whitelist": "file",
-                                                          "format_whitelist": "vtr_qdrant_none"}).close()
-            except av.error.FFmpegError:
-                pass
-    finally:
-        av.logging.set_level(None)
-    for m in logs:
-        line = str(m[2])
-        if line.startswith("Format ") and " probed with size=" in line:
-            return line.split()[1]
-    for m in logs:  # probe gave up: the demuxer ffmpeg would have fallen back to is named as context
-        if "not on whitelist" in str(m[2]) and m[1]:
-            return str(m[1]).split(",")[0]
-    return None
-
-
-def _video_stream(container: Any, text: str) -> Any:
-    for s in container.streams:
-        if s.type == "video" and not (s.disposition & av.stream.Disposition.attached_pic):
-            return s
-    audio = any(s.type == "audio" for s in container.streams)
-    raise VideoDecodeError(text, "the file has no video stream" + (" (audio only)" if audio else ""),
-                           reason="no_video_stream")
-
-
-def _index(container: Any, stream: Any, text: str, deadline: float
-           ) -> tuple[np.ndarray, np.ndarray, float | None]:
-    """Demux once: sorted unique frame pts and keyframe pts (stream ticks), and the stream end (ticks).
-
-    Same rules as the ffmpeg engine's framecrc pass: pts (dts when missing), packets flagged
-    discard (edit-list pre-roll) left out, the first frame always counts as a keyframe.
-    """
-    pts_list: list[int] = []
-    key_list: list[int] = []
-    end = None
-    n = 0
-    for pk in container.demux(stream):
-        n += 1
-        if n % _INDEX_CHECK_EVERY == 0:
-            _check(deadline, text)
-        p = pk.pts if pk.pts is not None else pk.dts
-        if p is None or pk.is_discard:
-            continue
-        pts_list.append(p)
-        if pk.is_keyframe:
-            key_list.append(p)
-        e = p + max(pk.duration or 0, 0)
-        end = e if end is None or e > end else end
-    ticks = np.unique(np.asarray(pts_list, dtype=np.int64))
-    keys = np.unique(np.asarray(key_list, dtype=np.int64))
-    if ticks.size and (keys.size == 0 or keys[0] > ticks[0]):
-        keys = np.concatenate([ticks[:1], keys])
-    return ticks, keys, None if end is None else float(end)
-
-
-def _header(container: Any, stream: Any) -> ffmpeg_bin.StreamHeader:
-    cc = stream.codec_context
-    sar = stream.sample_aspect_ratio or cc.sample_aspect_ratio
-    rate = stream.average_rate
-    return ffmpeg_bin.StreamHeader(
-        format_name=container.format.name,
-        container_duration=None if container.duration is None else container.duration / 1e6,
-        start_time=0.0 if container.start_time is None else container.start_time / 1e6,
-        has_video=True,
-        has_audio=any(s.type == "audio" for s in container.streams),
-        codec=cc.name,
-        width=int(cc.width),
-        height=int(cc.height),
-        sar=float(sar) if sar else 1.0,
-        fps=float(rate) if rate else None,
-        rotation=0,  # the display matrix is read from the first decoded frame
-    )
-
-
 class Converter:
     """Filter graph turning a decoded frame into a CLIP-sized rgb24 array (same chain as ffmpeg's)."""
 
@@ -216,7 +86,7 @@ class Converter:
 
     def _build(self, width: int, height: int, fmt: str, rotation: int) -> None:
         upright_w, upright_h = (height, width) if rotation in (90, 270) else (width, height)
-        w, h, x, y = video.clip_geometry(upright_w, upright_h, self.sar, rotation, self.size)
+        w, h, x, y = clip_geometry(upright_w, upright_h, self.sar, rotation, self.size)
         g = av.filter.Graph()
         nodes = [g.add_buffer(width=width, height=height, format=av.VideoFormat(fmt), time_base=self.time_base)]
         # Display rotation as the ffmpeg CLI applies it (counter-clockwise degrees).
@@ -280,7 +150,7 @@ def _decode_run(container: Any, stream: Any, ticks: np.ndarray, run: list[int], 
 
     first = True
     for pk in _packets(container, stream):
-        _check(deadline, text)
+        check_deadline(deadline, text)
         p = pk.pts if pk.pts is not None else pk.dts
         if first:
             first = False
@@ -316,7 +186,7 @@ def sample(req: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray, np.ndarray]
     """Sample frames as :func:`vtr_qdrant.video.sample_frames` does, with PyAV.
 
     Args:
-        req: ``uri`` (text for messages), ``url`` (``file:`` URL checked by ``video._source``),
+        req: ``uri`` (text for messages), ``url`` (``file:`` URL checked by ``video.source.check_source``),
             ``num_frames``, ``fps``, ``size``, ``mode``, ``max_frames``, ``timeout_s`` (seconds left).
 
     Returns:
@@ -325,26 +195,26 @@ def sample(req: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray, np.ndarray]
     """
     text, url, size, mode = req["uri"], req["url"], int(req["size"]), req["mode"]
     deadline = time.monotonic() + float(req["timeout_s"])
-    _check(deadline, text)
-    container = _open(text, url, deadline)
+    check_deadline(deadline, text)
+    container = open_container(text, url, deadline)
     try:
         names = set(container.format.name.split(","))
         if not names & set(ffmpeg_bin.VIDEO_DEMUXERS):  # defence in depth: the whitelist already held
-            raise video._format_refused(text, container.format.name)
-        stream = _video_stream(container, text)
+            raise format_refused(text, container.format.name)
+        stream = video_stream(container, text)
         stream.thread_type = "AUTO"
-        header = _header(container, stream)
-        ticks, key_ticks, end_ticks = _index(container, stream, text, deadline)
+        header = stream_header(container, stream)
+        ticks, key_ticks, end_ticks = index_timeline(container, stream, text, deadline)
         tb = float(stream.time_base)
-        info = video._make_info(text, header, ticks.astype(np.float64) * tb, key_ticks.astype(np.float64) * tb,
+        info = make_info(text, header, ticks.astype(np.float64) * tb, key_ticks.astype(np.float64) * tb,
                                 None if end_ticks is None else end_ticks * tb)
-        targets, window = video._target_times(info, req.get("num_frames"), req.get("fps"))
+        targets, window = target_times(info, req.get("num_frames"), req.get("fps"))
         max_frames = req.get("max_frames")
         if max_frames is not None and targets.size > max_frames:
             raise VideoDecodeError(
                 text, f"sampling at {req.get('fps')} fps gives {targets.size} frames for {info.duration:.1f} s, "
                 f"more than max_frames={max_frames}; lower fps or raise max_frames", reason="too_many_frames")
-        chosen, keyframe_hits = video._choose_frames(info, targets, window, mode)
+        chosen, keyframe_hits = choose_frames(info, targets, window, mode)
         unique = sorted(set(chosen))
         convert = Converter(size, header.sar, stream.time_base)
         skip = header.codec in NONREF_CODECS
@@ -383,56 +253,21 @@ def sample(req: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray, np.ndarray]
 # --------------------------------------------------------------------------------------------
 # worker process
 
-_HEADER = struct.Struct("!I")
-_ERROR_TYPES = ("VideoDecodeError", "UnsafeInputError", "DecodeTimeoutError", "ConfigError", "MissingDependencyError")
-
-
-def _read_exact(fd: int, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = os.read(fd, n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _error_reply(e: BaseException) -> dict[str, Any]:
-    name = type(e).__name__
-    if isinstance(e, VideoDecodeError):
-        msg = str(e)
-        prefix = f"{e.uri}: "
-        return {"error": {"type": name if name in _ERROR_TYPES else "VideoDecodeError", "reason": e.reason,
-                          "message": msg[len(prefix):] if msg.startswith(prefix) else msg}}
-    if isinstance(e, (ConfigError, MissingDependencyError)):
-        return {"error": {"type": name, "message": str(e)}}
-    return {"error": {"type": "VideoDecodeError", "reason": "decode_failed",
-                      "message": f"the PyAV decoder failed: {name}: {e}"}}
-
-
 def worker_main() -> None:
     """Serve requests on stdin/stdout until stdin closes (the parent went away or released us).
 
     No PR_SET_PDEATHSIG: it fires when the *thread* that started the worker exits, and workers
     are shared by the caller's threads. An orphaned worker exits at its next deadline check.
     """
-    global _parent_pid
-    _parent_pid = os.getppid()
+    watch_parent(os.getppid())
     fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
     sys.stdout = sys.stderr  # nothing but replies may reach the reply pipe
-    _write_all(fd_out, _HEADER.pack(0))  # ready (imports done)
+    write_all(fd_out, HEADER.pack(0))  # ready (imports done)
     while True:
-        head = _read_exact(fd_in, _HEADER.size)
+        head = read_exact(fd_in, HEADER.size)
         if head is None:
             return
-        body = _read_exact(fd_in, _HEADER.unpack(head)[0])
+        body = read_exact(fd_in, HEADER.unpack(head)[0])
         if body is None:
             return
         cpu0 = time.process_time()
@@ -444,13 +279,13 @@ def worker_main() -> None:
         except BaseException as e:  # every failure is a reply; the worker stays usable
             if isinstance(e, KeyboardInterrupt):
                 raise
-            reply = _error_reply(e)
+            reply = error_reply(e)
         reply["cpu_s"] = time.process_time() - cpu0
         reply["payload"] = [len(p) for p in payload]
         data = json.dumps(reply).encode()
-        _write_all(fd_out, _HEADER.pack(len(data)) + data)
+        write_all(fd_out, HEADER.pack(len(data)) + data)
         for p in payload:
-            _write_all(fd_out, p)
+            write_all(fd_out, p)
 
 
 if __name__ == "__main__":
