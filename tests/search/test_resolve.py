@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import random_frames
 from qdrant_client import QdrantClient
 
-from conftest import random_frames
 from vtr_qdrant import VideoCollection, get_aggregator
 from vtr_qdrant.cli.main import main
 from vtr_qdrant.errors import ArtifactError, ConfigError
