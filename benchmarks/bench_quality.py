@@ -33,12 +33,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS_DIR, print_table, write_json  # noqa: E402
 
-from vtr_qdrant.eval.evaluation import EvalCorpus, exhaustive_scores  # noqa: E402
+from vtr_qdrant.eval.corpus import EvalCorpus, exhaustive_scores  # noqa: E402
 from vtr_qdrant.model.bundle import resolve_bundle  # noqa: E402
 from vtr_qdrant.search.aggregation import Aggregator, MaxFrame, MeanPooling, SoftmaxPooling  # noqa: E402
 from vtr_qdrant.search.resolve import load_head, towers_fingerprint  # noqa: E402
 from vtr_qdrant.search.xpool import XPoolHead  # noqa: E402
-from vtr_qdrant.synthetic import world as syn  # noqa: E402
+from vtr_qdrant import synthetic as syn  # noqa: E402
 
 log = logging.getLogger("bench_quality")
 

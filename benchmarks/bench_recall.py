@@ -52,7 +52,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import median_seconds, print_table, write_json  # noqa: E402
 
-from vtr_qdrant.eval.evaluation import EvalCorpus, exhaustive_scores  # noqa: E402
+from vtr_qdrant.eval.corpus import EvalCorpus, exhaustive_scores  # noqa: E402
 from vtr_qdrant.search.aggregation import Aggregator  # noqa: E402
 from vtr_qdrant.search.resolve import get_aggregator  # noqa: E402
 

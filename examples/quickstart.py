@@ -14,7 +14,8 @@ from pathlib import Path
 from qdrant_client import QdrantClient
 
 from vtr_qdrant import VideoCollection
-from vtr_qdrant.synthetic.world import heldout_seed, make_world
+from vtr_qdrant.synthetic.captions import heldout_seed
+from vtr_qdrant.synthetic.render import make_world
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--out", default="quickstart-output")

@@ -63,10 +63,10 @@ import torch
 from torch import nn
 
 from vtr_qdrant.errors import ArtifactError, ConfigError, InvalidInputError
-from vtr_qdrant.eval.evaluation import EvalCorpus, exhaustive_scores
+from vtr_qdrant.eval.corpus import EvalCorpus, exhaustive_scores
+from vtr_qdrant.eval.metrics import evaluate_retrieval
 from vtr_qdrant.search.resolve import towers_fingerprint
 from vtr_qdrant.search.xpool import XPOOL_PREFIX, XPoolHead
-from vtr_qdrant.synthetic.world import evaluate_retrieval
 
 if TYPE_CHECKING:
     from vtr_qdrant.collection import VideoCollection

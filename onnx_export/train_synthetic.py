@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from vtr_qdrant.synthetic import world as syn
+from vtr_qdrant import synthetic as syn
 
 log = logging.getLogger("onnx_export.train_synthetic")
 

@@ -44,7 +44,9 @@ def run_demo(
     from qdrant_client import QdrantClient
 
     from ..collection import VideoCollection
-    from ..synthetic.world import evaluate_retrieval, heldout_seed, make_world
+    from ..eval.metrics import evaluate_retrieval
+    from ..synthetic.captions import heldout_seed
+    from ..synthetic.render import make_world
 
     t0 = time.perf_counter()
     out = Path(out_dir)

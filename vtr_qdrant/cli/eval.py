@@ -16,7 +16,8 @@ _EVAL_DEFAULT_AGGREGATIONS = "mean,softmax,xpool-identity"
 def _cmd(args: argparse.Namespace) -> int:
     from ..collection import VideoCollection
     from ..errors import ConfigError
-    from ..eval.evaluation import evaluate_collection, format_report, read_queries
+    from ..eval.evaluation import evaluate_collection, format_report
+    from ..eval.queries import read_queries
     from ..search.resolve import load_head, resolve_aggregations
 
     queries = read_queries(args.queries)

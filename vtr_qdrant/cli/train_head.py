@@ -32,7 +32,7 @@ def _cmd(args: argparse.Namespace) -> int:
     from .._optional import require
     from ..collection import VideoCollection
     from ..errors import ConfigError
-    from ..eval.evaluation import read_captions
+    from ..eval.queries import read_captions
 
     require("torch", "export", purpose="training the X-Pool head")
     from onnx_export.train_head import HeadTrainConfig, train_from_collection, write_head_bundle

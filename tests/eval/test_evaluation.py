@@ -14,24 +14,20 @@ from qdrant_client import QdrantClient
 from vtr_qdrant.cli.main import main
 from vtr_qdrant.collection import VideoCollection
 from vtr_qdrant.errors import ArtifactError, ConfigError, InvalidInputError
+from vtr_qdrant.eval.corpus import EvalCorpus, exhaustive_scores, relevance_for
 from vtr_qdrant.eval.evaluation import (
-    EvalCorpus,
-    EvalQuery,
     evaluate_collection,
-    exhaustive_scores,
     format_report,
-    read_captions,
-    read_queries,
-    relevance_for,
     topk_agreement,
     two_stage_results,
     two_stage_scores,
 )
+from vtr_qdrant.eval.metrics import evaluate_retrieval
+from vtr_qdrant.eval.queries import EvalQuery, read_captions, read_queries
 from vtr_qdrant.search.aggregation import MaxFrame, MeanPooling, SoftmaxPooling, TopKFrames
 from vtr_qdrant.search.resolve import load_head, resolve_aggregations, towers_fingerprint
 from vtr_qdrant.search.xpool import XPOOL_PARAMETER_NAMES, XPoolHead
 from vtr_qdrant.store.videos import EmbeddedVideo
-from vtr_qdrant.synthetic.world import evaluate_retrieval
 
 DIM = 32
 

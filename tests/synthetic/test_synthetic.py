@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from vtr_qdrant.errors import ConfigError, InvalidInputError
-from vtr_qdrant.synthetic import world as syn
+from vtr_qdrant import synthetic as syn
 
 # ------------------------------------------------------------------------------ world generation
 

@@ -24,10 +24,10 @@ from onnx_export.train_head import (  # noqa: E402
     write_head_bundle,
 )
 from vtr_qdrant.errors import ConfigError, InvalidInputError  # noqa: E402
-from vtr_qdrant.eval.evaluation import EvalCorpus, exhaustive_scores  # noqa: E402
+from vtr_qdrant.eval.corpus import EvalCorpus, exhaustive_scores  # noqa: E402
+from vtr_qdrant.eval.metrics import evaluate_retrieval  # noqa: E402
 from vtr_qdrant.search.resolve import towers_fingerprint  # noqa: E402
 from vtr_qdrant.search.xpool import XPOOL_PARAMETER_NAMES, XPOOL_PREFIX, XPoolHead  # noqa: E402
-from vtr_qdrant.synthetic.world import evaluate_retrieval  # noqa: E402
 
 pytestmark = pytest.mark.export
 
