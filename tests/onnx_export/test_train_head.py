@@ -272,11 +272,11 @@ def test_trainable_subsets_and_decay_toward_identity() -> None:
 
 
 def test_hard_negative_batches_and_loss_options() -> None:
-    from onnx_export.train_head import _hard_batch, _neighbours
+    from onnx_export.head_batches import hard_batch, nearest_videos
 
     text, owner, fr, groups = scene_task(0, n_videos=40)
     videos = np.arange(2, 40)
-    nb = _neighbours(fr, np.ones(fr.shape[:2], bool), videos, 4)
+    nb = nearest_videos(fr, np.ones(fr.shape[:2], bool), videos, 4)
     mean = fr.mean(axis=1)
     mean /= np.linalg.norm(mean, axis=1, keepdims=True)
     sims = mean @ mean.T
@@ -284,7 +284,7 @@ def test_hard_negative_batches_and_loss_options() -> None:
         others = [u for u in videos if u != v]
         assert nb[v][0] == max(others, key=lambda u: sims[v, u])  # nearest first, never itself
         assert set(nb[v]) <= set(videos.tolist()) and v not in nb[v]
-    batch, nxt = _hard_batch(videos, 0, 16, 4, nb)
+    batch, nxt = hard_batch(videos, 0, 16, 4, nb)
     assert len(batch) == len(set(batch.tolist())) == 16 and nxt <= 16
     assert nb[int(videos[0])][0] in batch  # the first anchor brought its nearest neighbour
     cfg = HeadTrainConfig(**{**CFG.__dict__, "max_steps": 10, "hard_negatives": 4, "v2t_weight": 0.0})
