@@ -35,7 +35,7 @@ bundle_dir = Path(args.bundle_dir)
 if not (bundle_dir / "manifest.json").exists():
     import open_clip
 
-    from onnx_export.clip import export_pretrained
+    from onnx_export.pretrained import export_pretrained
 
     if args.model_config:
         open_clip.add_model_config(args.model_config)

@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         require("torch", "export", purpose="exporting models")
         require("open_clip", "export", purpose="exporting open_clip models")
-        from .clip import export_pretrained
+        from .pretrained import export_pretrained
 
         report = export_pretrained(
             args.model,

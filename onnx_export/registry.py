@@ -15,7 +15,7 @@ from vtr_qdrant.errors import ConfigError, ModelNotFoundError
 from vtr_qdrant.model.bundle import register_exporter
 from vtr_qdrant.model.manifest import MANIFEST_FILE
 
-from . import clip as _clip
+from . import pretrained as _pretrained
 
 __all__ = ["parse_registry_name", "export_registry_name"]
 
@@ -55,7 +55,7 @@ def export_registry_name(name: str, target_dir: Path) -> None:
     log.info("exporting open_clip %s/%s into %s", arch, tag, target)
     try:
         # Looked up on the module at call time, so tests can substitute a local model.
-        _clip.export_pretrained(arch, pretrained=tag, out_dir=target, name=name)
+        _pretrained.export_pretrained(arch, pretrained=tag, out_dir=target, name=name)
     except ModelNotFoundError as e:
         raise ModelNotFoundError(f"{e}. ({_HOW_TO_LIST})") from e
     except ConfigError:

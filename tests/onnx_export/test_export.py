@@ -22,6 +22,7 @@ pytest.importorskip("onnx")
 import onnx  # noqa: E402
 
 from onnx_export import clip as oclip  # noqa: E402
+from onnx_export import pretrained as opre  # noqa: E402
 from onnx_export.verify import Parity, onnx_session  # noqa: E402
 from vtr_qdrant.errors import ArtifactError, ConfigError, ModelNotFoundError  # noqa: E402
 from vtr_qdrant.model.bundle import ModelBundle, resolve_bundle  # noqa: E402
@@ -171,7 +172,9 @@ def test_tampered_file_is_rejected(bundle: oclip.ExportReport, tmp_path: Path) -
 
 
 def test_failed_parity_writes_nothing(tiny_model: torch.nn.Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(oclip, "compare", lambda ref, cand: Parity(0.5, 0.9, int(len(ref))))
+    from onnx_export import clip_precision
+
+    monkeypatch.setattr(clip_precision, "compare", lambda ref, cand: Parity(0.5, 0.9, int(len(ref))))
     out = tmp_path / "refused"
     with pytest.raises(oclip.ExportError, match="parity check failed"):
         _export(tiny_model, out, method="legacy")
@@ -227,7 +230,7 @@ def test_int8_visual_tower(bundle: oclip.ExportReport, tiny_model: torch.nn.Modu
 def test_export_pretrained_from_local_checkpoint(tiny_arch: str, tiny_model: torch.nn.Module, tmp_path: Path) -> None:
     ckpt = tmp_path / "tiny.pt"
     torch.save(tiny_model.state_dict(), ckpt)
-    rep = oclip.export_pretrained(tiny_arch, checkpoint=ckpt, out_dir=tmp_path / "out", method="legacy")
+    rep = opre.export_pretrained(tiny_arch, checkpoint=ckpt, out_dir=tmp_path / "out", method="legacy")
     m = rep.manifest
     assert m.name == f"{tiny_arch}/tiny"
     assert (m.source.architecture, m.source.checkpoint) == (tiny_arch, str(ckpt))
@@ -242,11 +245,11 @@ def test_export_pretrained_from_local_checkpoint(tiny_arch: str, tiny_model: tor
 
 def test_export_pretrained_needs_weights(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="random weights"):
-        oclip.export_pretrained("ViT-B-32", out_dir=tmp_path / "x")
+        opre.export_pretrained("ViT-B-32", out_dir=tmp_path / "x")
     with pytest.raises(ModelNotFoundError, match="known tags"):
-        oclip.export_pretrained("ViT-B-32", pretrained="no-such-tag", out_dir=tmp_path / "x")
+        opre.export_pretrained("ViT-B-32", pretrained="no-such-tag", out_dir=tmp_path / "x")
     with pytest.raises(ArtifactError, match="not found"):
-        oclip.export_pretrained("ViT-B-32", checkpoint=tmp_path / "missing.pt", out_dir=tmp_path / "x")
+        opre.export_pretrained("ViT-B-32", checkpoint=tmp_path / "missing.pt", out_dir=tmp_path / "x")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -290,7 +293,7 @@ def test_registry_name_exports_into_cache(tiny_model: torch.nn.Module, tmp_path:
         return _export(tiny_model, out_dir, name=name, method="legacy",
                        source=ModelSource(architecture=arch, pretrained=pretrained))
 
-    monkeypatch.setattr(oclip, "export_pretrained", fake_export_pretrained)
+    monkeypatch.setattr(opre, "export_pretrained", fake_export_pretrained)
     reg.register_exporter(reg.export_registry_name)
     b = resolve_bundle("TinyArch/seed0")
     assert calls == [("TinyArch", "seed0", cache / "TinyArch__seed0")]
@@ -358,7 +361,7 @@ def test_refuses_model_with_other_tokenizer(tiny_arch: str, tiny_model: torch.nn
     ckpt = tmp_path / "w.pt"
     torch.save(tiny_model.state_dict(), ckpt)
     with pytest.raises(ConfigError, match="cannot reproduce"):
-        oclip.export_pretrained(name, checkpoint=ckpt, out_dir=tmp_path / "out", method="legacy")
+        opre.export_pretrained(name, checkpoint=ckpt, out_dir=tmp_path / "out", method="legacy")
     assert not (tmp_path / "out").exists()
 
 
