@@ -33,7 +33,13 @@ MOVED: dict[str, tuple[str, ...]] = {
     "vtr_qdrant.aggregation": ("vtr_qdrant.search.aggregation", "vtr_qdrant.search.resolve"),
     "vtr_qdrant.xpool": ("vtr_qdrant.search.xpool", "vtr_qdrant.search.xpool_factorised", "vtr_qdrant.search.xpool_io"),
     "vtr_qdrant.hits": ("vtr_qdrant.search.hits",),
-    "vtr_qdrant.evaluation": ("vtr_qdrant.eval.evaluation",),
+    "vtr_qdrant.evaluation": (
+        "vtr_qdrant.eval.evaluation",
+        "vtr_qdrant.eval.corpus",
+        "vtr_qdrant.eval.queries",
+        "vtr_qdrant.eval.metrics",
+        "vtr_qdrant.search.resolve",
+    ),
     "vtr_qdrant.demo": ("vtr_qdrant.cli.demo",),
 }
 

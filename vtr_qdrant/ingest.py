@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from .video.frames import SampledFrames
     from .video.sampling import SamplingConfig
 
-__all__ = ["VideoFailure", "IngestReport", "IngestOptions", "VideoWriter", "expand_sources", "file_content_hash", "ingest_videos", "VIDEO_EXTENSIONS"]
+__all__ = ["VideoFailure", "IngestReport", "IngestOptions", "VideoWriter", "stored_payloads", "expand_sources", "file_content_hash", "ingest_videos", "VIDEO_EXTENSIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,16 @@ class IngestReport(BaseModel):
 def _failure(uri: str, vid: str, stage: str, e: BaseException) -> VideoFailure:
     reason = getattr(e, "reason", None) or ("error" if isinstance(e, VtrError) else "unexpected_error")
     return VideoFailure(uri=uri, video_id=vid, stage=stage, error_type=type(e).__name__, reason=str(reason), message=str(e))
+
+
+def stored_payloads(vc: Any, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Deprecated: use ``collection.store.stored_payloads(ids)`` (:meth:`VideoStore.stored_payloads`)."""
+    warnings.warn(
+        "vtr_qdrant.ingest.stored_payloads(vc, ids) is deprecated; use vc.store.stored_payloads(ids)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return dict(vc.store.stored_payloads(ids))
 
 
 class IngestOptions(BaseModel):
