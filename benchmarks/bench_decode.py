@@ -180,6 +180,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     t = time.perf_counter()
     warm = VIDEOS / "warmup.mp4"
+    VIDEOS.mkdir(parents=True, exist_ok=True)  # a fresh clone has no results folder yet
     if not warm.exists():
         vf.color_video(warm, ("red", "green"))
     sample_frames(warm, num_frames=2, engine="pyav")  # starts the PyAV worker (not timed below)

@@ -82,7 +82,7 @@ def end_to_end(args: argparse.Namespace, rng: np.random.Generator) -> tuple[list
                 for q in queries:
                     for arm in ("off", "cold", "warm"):
                         if arm == "cold":
-                            vc._frames_cache.clear()
+                            vc.stage_two.clear()
                         coll = off if arm == "off" else vc
                         t0 = time.perf_counter()
                         hits = coll.search(q, limit=10, candidates=k)
