@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vtr_qdrant.errors import ConfigError, InvalidInputError
 from vtr_qdrant import synthetic as syn
+from vtr_qdrant.errors import ConfigError, InvalidInputError
 
 # ------------------------------------------------------------------------------ world generation
 

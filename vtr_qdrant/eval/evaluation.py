@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import ConfigError, InvalidInputError
 from ..search.aggregation import Aggregator
+from .breakdown import kind_indices, metrics_by_kind, moment_metrics
 from .corpus import DEFAULT_MAX_BLOCK_BYTES, EvalCorpus, exhaustive_scores, relevance_for
 from .metrics import evaluate_retrieval
 from .queries import EvalQuery
@@ -47,6 +48,7 @@ def two_stage_results(
     candidates: int,
     limit: int | None = None,
     query_chunk: int = 32,
+    moments: list[tuple[str, float, float] | None] | None = None,
 ) -> list[list[tuple[str, float]]]:
     """Run the production search for every query vector: ranked ``(video_id, score)`` lists.
 
@@ -57,6 +59,7 @@ def two_stage_results(
         candidates: K stage-1 candidates per query.
         limit: videos to keep per query (default: all candidates' videos).
         query_chunk: queries per ``search_batch`` call (bounds the frames held in memory: Q·K·F·D).
+        moments: if given, filled with each query's top hit as ``(video_id, start, end)`` (None: no hit).
     """
     keep = candidates if limit is None else limit
     out: list[list[tuple[str, float]]] = []
@@ -66,6 +69,8 @@ def two_stage_results(
             batch, limit=keep, candidates=candidates, aggregation=aggregator, with_payload=False
         )
         out.extend([(h.video_id, h.score) for h in hs] for hs in hits)
+        if moments is not None:
+            moments.extend((hs[0].video_id, hs[0].moment.start, hs[0].moment.end) if hs else None for hs in hits)
     return out
 
 
@@ -145,21 +150,29 @@ def evaluate_collection(
     else:
         vectors = np.asarray(vectors, dtype=np.float32)[kept]
     col = {v: i for i, v in enumerate(corpus.video_ids)}
-    results: dict[str, dict[str, dict[str, float]]] = {}
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    kept_queries = [queries[i] for i in kept]
+    kinds = [q.kind for q in kept_queries]
     for name, agg in aggregations.items():
-        per: dict[str, dict[str, float]] = {}
+        per: dict[str, dict[str, Any]] = {}
         exhaustive = None
         if "exhaustive" in modes:
             exhaustive = exhaustive_scores(
                 agg, vectors, corpus, query_chunk=query_chunk, max_block_bytes=max_block_bytes
             )
-            per["exhaustive"] = evaluate_retrieval(exhaustive, rel)
+            per["exhaustive"] = _with_kinds(evaluate_retrieval(exhaustive, rel), exhaustive, rel, kinds)
         if "two_stage" in modes:
-            ranked = two_stage_results(collection, vectors, agg, candidates=candidates)
-            m = evaluate_retrieval(two_stage_scores(ranked, corpus.video_ids), rel)
+            tops: list[tuple[str, float, float] | None] = []
+            ranked = two_stage_results(collection, vectors, agg, candidates=candidates, moments=tops)
+            scores = two_stage_scores(ranked, corpus.video_ids)
+            m: dict[str, Any] = _with_kinds(evaluate_retrieval(scores, rel), scores, rel, kinds)
             if exhaustive is not None:
                 idx = [[col[v] for v, _ in hits if v in col] for hits in ranked]
                 m[f"top{k_agreement}_recall_vs_exhaustive"] = topk_agreement(exhaustive, idx, k_agreement)
+            if any(q.spans for q in kept_queries):
+                m["moments"] = {"all": moment_metrics(kept_queries, tops)}
+                for kind, rows in kind_indices(kinds).items():
+                    m["moments"][kind] = moment_metrics([kept_queries[i] for i in rows], [tops[i] for i in rows])
             per["two_stage"] = m
         results[name] = per
         log.info("evaluated %s: %s", name, per)
@@ -173,30 +186,41 @@ def evaluate_collection(
     }
 
 
+def _with_kinds(
+    m: dict[str, Any], scores: np.ndarray, rel: Sequence[set[int]], kinds: Sequence[str | None]
+) -> dict[str, Any]:
+    by_kind = metrics_by_kind(scores, rel, kinds)
+    if by_kind:
+        m["by_kind"] = by_kind
+    return m
+
+
 def format_report(report: Mapping[str, Any]) -> str:
-    """A plain-text table of :func:`evaluate_collection` output."""
+    """A plain-text table of :func:`evaluate_collection` output: one row per aggregation, mode and
+    query kind (``all``, then each kind and the balanced ``mixed`` set when the queries have kinds),
+    with the top hit's moment IoU where the queries give spans."""
     extra = next(
-        (
-            k
-            for per in report["results"].values()
-            for m in per.values()
-            for k in m
-            if k.endswith("_vs_exhaustive")
-        ),
+        (k for per in report["results"].values() for m in per.values() for k in m if k.endswith("_vs_exhaustive")),
         None,
     )
-    head = (
-        f"{'aggregation':<15} {'mode':<10} {'n':>5} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MdR':>6} {'MnR':>8}"
-    )
-    lines = [head + (f" {'top10 vs exh':>12}" if extra else "")]
+    moments = any("moments" in m for per in report["results"].values() for m in per.values())
+    head = f"{'aggregation':<18} {'mode':<10} {'queries':<8} {'n':>5} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MdR':>6} {'MnR':>8}"
+    head += f" {'top10 vs exh':>12}" if extra else ""
+    head += f" {'moment IoU':>10} {'mid in':>7}" if moments else ""
+    lines = [head]
     for name, per in report["results"].items():
         for mode, m in per.items():
-            row = (
-                f"{name:<15} {mode:<10} {int(m['n']):>5} {m['R@1']:>6.3f} {m['R@5']:>6.3f} {m['R@10']:>6.3f} "
-                f"{m['MdR']:>6.1f} {m['MnR']:>8.2f}"
-            )
-            if extra:
-                v = m.get(extra)
-                row += f" {v:>12.3f}" if v is not None and not math.isnan(v) else f" {'':>12}"
-            lines.append(row)
+            for kind, km in [("all", m), *m.get("by_kind", {}).items()]:
+                row = (
+                    f"{name:<18} {mode:<10} {kind:<8} {int(km['n']):>5} {km['R@1']:>6.3f} {km['R@5']:>6.3f} "
+                    f"{km['R@10']:>6.3f} {km['MdR']:>6.1f} {km['MnR']:>8.2f}"
+                )
+                if extra:
+                    v = m.get(extra) if kind == "all" else None
+                    row += f" {v:>12.3f}" if v is not None and not math.isnan(v) else f" {'':>12}"
+                if moments:
+                    mm = m.get("moments", {}).get(kind)
+                    ok = mm is not None and mm["n"] > 0
+                    row += f" {mm['iou']:>10.3f} {mm['midpoint_in_span']:>7.3f}" if ok else f" {'':>10} {'':>7}"
+                lines.append(row)
     return "\n".join(lines)

@@ -15,10 +15,24 @@ __all__ = ["EvalQuery", "read_queries", "read_captions"]
 
 @dataclass(frozen=True)
 class EvalQuery:
-    """One evaluation query: a caption and the ids of the videos it describes."""
+    """One evaluation query: a caption and the ids of the videos it describes.
+
+    Attributes:
+        text: the caption.
+        video_ids: the relevant videos.
+        kind: optional query kind (``scene``, ``video``, ...): metrics are also reported per kind.
+        spans: optional ``{video_id: ((start, end), ...)}`` seconds where the caption happens in each
+            relevant video: the top hit's moment is scored against them (temporal IoU).
+    """
 
     text: str
     video_ids: tuple[str, ...]
+    kind: str | None = None
+    spans: tuple[tuple[str, tuple[tuple[float, float], ...]], ...] = ()
+
+    def spans_of(self, video_id: str) -> tuple[tuple[float, float], ...]:
+        """The spans given for one relevant video (empty when none)."""
+        return next((s for v, s in self.spans if v == video_id), ())
 
 
 def _jsonl(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, Any]]]:
@@ -46,7 +60,9 @@ def _jsonl(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, Any]]]:
 def read_queries(path: str | os.PathLike[str]) -> list[EvalQuery]:
     """Read an MSR-VTT-style query file: ``{"query": str, "video_ids": [str, ...]}`` per line.
 
-    ``"video_id": str`` is accepted for a single relevant video.
+    ``"video_id": str`` is accepted for a single relevant video. Optional fields: ``"kind"`` (e.g.
+    ``"scene"`` / ``"video"``: metrics are also reported per kind and on a balanced mix) and
+    ``"spans"`` (``{"video_id": [[start, end], ...]}`` seconds: moments are scored by temporal IoU).
 
     Raises:
         InvalidInputError: a malformed line (the message names the file and line).
@@ -60,8 +76,31 @@ def read_queries(path: str | os.PathLike[str]) -> list[EvalQuery]:
             raise InvalidInputError(f"{path}:{n}: 'query' must be a non-empty string")
         if not isinstance(ids, list) or not ids or not all(isinstance(v, str) and v for v in ids):
             raise InvalidInputError(f"{path}:{n}: 'video_ids' must be a non-empty list of video id strings")
-        out.append(EvalQuery(text, tuple(ids)))
+        kind = obj.get("kind")
+        if kind is not None and (not isinstance(kind, str) or not kind):
+            raise InvalidInputError(f"{path}:{n}: 'kind' must be a non-empty string (e.g. 'scene', 'video')")
+        out.append(EvalQuery(text, tuple(ids), kind, _spans(obj.get("spans"), f"{path}:{n}")))
     return out
+
+
+def _spans(value: Any, where: str) -> tuple[tuple[str, tuple[tuple[float, float], ...]], ...]:
+    """``{"video_id": [[start, end], ...]}`` (or one ``[start, end]`` per video) -> sorted tuples."""
+    if value is None:
+        return ()
+    how = "'spans' must map video ids to [start, end] seconds or lists of them, with start < end"
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{where}: {how}")
+    out = []
+    for vid, raw in sorted(value.items()):
+        items = [raw] if raw and not isinstance(raw[0], (list, tuple)) else raw
+        try:
+            pairs = tuple((float(a), float(b)) for a, b in items)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"{where}: {how}") from None
+        if not pairs or any(not a < b for a, b in pairs):
+            raise InvalidInputError(f"{where}: {how}")
+        out.append((str(vid), pairs))
+    return tuple(out)
 
 
 def read_captions(path: str | os.PathLike[str]) -> list[tuple[str, str]]:

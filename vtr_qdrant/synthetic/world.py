@@ -29,8 +29,10 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError, InvalidInputError
+from ..eval.queries import EvalQuery
 from .captions import (
     SceneKey,
     caption_words,
@@ -205,6 +207,39 @@ class World:
                 for s in v.scenes:
                     texts.setdefault(s.key, s.caption)
         return [Query(t, kind, frozenset(self.relevant(t))) for t in texts.values()]
+
+    def eval_queries(self, kinds: tuple[str, ...] = ("scene", "video")) -> list[EvalQuery]:
+        """Evaluation queries with kinds and spans (:class:`~vtr_qdrant.eval.queries.EvalQuery`).
+
+        A scene query's spans are the times of the scenes with its key in each relevant video, a
+        whole-video query's the whole video.
+        """
+        out: list[EvalQuery] = []
+        for kind in kinds:
+            for q in self.queries(kind):
+                ids = tuple(sorted(q.relevant))
+                key = parse_scene_caption(q.text) if kind == "scene" else None
+                spans = tuple(
+                    (v, tuple((s.start, s.end) for s in self.video(v).scenes if s.key == key))
+                    if key is not None
+                    else (v, ((0.0, self.video(v).duration),))
+                    for v in ids
+                )
+                out.append(EvalQuery(q.text, ids, kind, spans))
+        return out
+
+    def query_records(self, kinds: tuple[str, ...] = ("scene", "video")) -> list[dict[str, Any]]:
+        """:meth:`eval_queries` as JSON lines records, the query-file format ``vtr-qdrant eval`` reads:
+        ``{"query", "video_ids", "kind", "spans": {video_id: [[start, end], ...]}}``."""
+        return [
+            {
+                "query": q.text,
+                "video_ids": list(q.video_ids),
+                "kind": q.kind,
+                "spans": {v: [list(s) for s in spans] for v, spans in q.spans},
+            }
+            for q in self.eval_queries(kinds)
+        ]
 
     def to_json(self) -> str:
         """Serialise to a JSON string (:meth:`from_json` reads it back)."""
