@@ -24,6 +24,7 @@ TRAINABLE: dict[str, tuple[str, ...]] = {
         "layer_norm1.bias",
     ),
     "scale": ("-",),  # none of the head's own parameters
+    "adaptive": ("adaptive_scale.weight", "adaptive_scale.bias"),  # the query-adaptive scale only
 }
 
 
@@ -44,13 +45,17 @@ class HeadTrainConfig:
             parameter-free pooling the head starts at; this pulls toward it (an L2 prior around the
             identity head).
         trainable: which head parameters learn: ``all`` (the paper), ``attention`` (q/k projections
-            and LN1 only: the attention pattern changes, the pooled values stay the identity head's)
-            or ``scale`` (nothing but the attention scale; needs ``learn_attention_scale``).
+            and LN1 only: the attention pattern changes, the pooled values stay the identity head's),
+            ``scale`` (nothing but the attention scale; needs ``learn_attention_scale``) or
+            ``adaptive`` (nothing but the query-adaptive scale; needs ``adaptive_scale``).
         learn_attention_scale: learn one scalar ``s`` multiplying the attention logits (initialised
             at 1). The identity head's attention sharpness is fixed by ``1/sqrt(d)`` and LN1; ``s``
             lets training flatten it (toward mean pooling) or sharpen it. It is folded exactly into
             ``q_proj`` (weight and bias times ``s``) in the deployed head, which keeps the official
             layout.
+        adaptive_scale: add the query-adaptive attention scale ``log s(t) = w · t + b`` (zero-initialised,
+            i.e. the paper's head at the start): each text sets how sharp its attention over the frames
+            is. Stored in the head (format 2); the factorised scorer stays exact.
         hard_negatives: 0 (random batches) or a group size g >= 2: each batch is built from
             ``batch_size / g`` random anchors, each followed by its g - 1 nearest training videos by
             mean-frame cosine (found once before training). Random batches of a large corpus rarely
@@ -77,6 +82,7 @@ class HeadTrainConfig:
     weight_decay: float = 0.01
     trainable: str = "all"
     learn_attention_scale: bool = False
+    adaptive_scale: bool = False
     hard_negatives: int = 0
     v2t_weight: float = 1.0
     warmup_steps: int = 50
@@ -113,6 +119,8 @@ class HeadTrainConfig:
             problems.append(f"trainable in {sorted(TRAINABLE)} (got {self.trainable!r})")
         elif self.trainable == "scale" and not self.learn_attention_scale:
             problems.append("learn_attention_scale=True when trainable='scale' (nothing else would learn)")
+        elif self.trainable == "adaptive" and not self.adaptive_scale:
+            problems.append("adaptive_scale=True when trainable='adaptive' (nothing else would learn)")
         if problems:
             raise ConfigError("invalid head training config: need " + "; ".join(problems))
 

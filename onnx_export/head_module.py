@@ -15,6 +15,7 @@ from torch import nn
 
 from vtr_qdrant.errors import ConfigError
 from vtr_qdrant.search.xpool import XPOOL_PREFIX, XPoolHead
+from vtr_qdrant.search.xpool_factorised import LOG_SCALE_BOUND
 
 __all__ = ["XPoolModule", "XPoolTrainModel", "multi_positive_nce"]
 
@@ -42,13 +43,13 @@ class _CrossAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """text (T, D), frames (V, F, D), mask (V, F) bool -> ((V, T, D) attended, (V, H, T, F) weights).
 
-        ``attention_scale`` (a scalar) multiplies the logits; it equals scaling ``q_proj``.
+        ``attention_scale`` (a scalar or a (T,) tensor) multiplies the logits; it equals scaling ``q_proj``.
         """
         t, (v, f, d) = text.shape[0], frames.shape
         h, hd = self.num_heads, self.head_dim
         q = self.q_proj(text)
-        if attention_scale is not None:
-            q = q * attention_scale
+        if attention_scale is not None:  # a scalar, or one factor per text (T,)
+            q = q * (attention_scale[:, None] if attention_scale.ndim == 1 else attention_scale)
         q = q.reshape(t, h, hd).transpose(0, 1)  # (H, T, d)
         k = self.k_proj(frames).reshape(v, f, h, hd).permute(0, 2, 1, 3)  # (V, H, F, d)
         val = self.v_proj(frames).reshape(v, f, h, hd).permute(0, 2, 1, 3)  # (V, H, F, d)
@@ -65,15 +66,20 @@ class XPoolModule(nn.Module):
     Initialised as in the paper: identity linear weights, zero biases, LayerNorms (1, 0).
     """
 
-    def __init__(self, dim: int, num_heads: int = 1, dropout: float = 0.3) -> None:
+    def __init__(self, dim: int, num_heads: int = 1, dropout: float = 0.3, adaptive: bool = False) -> None:
         super().__init__()
         self.cross_attn = _CrossAttention(dim, num_heads)
+        # query-adaptive attention scale log s(t) = w . t + b, zero-initialised (s = 1: the paper's head)
+        self.adaptive_scale: nn.Linear | None = nn.Linear(dim, 1) if adaptive else None
         self.linear_proj = nn.Linear(dim, dim)
         self.layer_norm1 = nn.LayerNorm(dim)
         self.layer_norm2 = nn.LayerNorm(dim)
         self.layer_norm3 = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
         with torch.no_grad():
+            if self.adaptive_scale is not None:
+                self.adaptive_scale.weight.zero_()
+                self.adaptive_scale.bias.zero_()
             for lin in (
                 self.cross_attn.q_proj,
                 self.cross_attn.k_proj,
@@ -102,6 +108,9 @@ class XPoolModule(nn.Module):
         Returns:
             (V, T, D) LN3 outputs (not normalised).
         """
+        if self.adaptive_scale is not None:
+            s = torch.exp(self.adaptive_scale(text).squeeze(-1).clamp(-LOG_SCALE_BOUND, LOG_SCALE_BOUND))
+            attention_scale = s if attention_scale is None else attention_scale * s
         attended, _ = self.cross_attn(self.layer_norm1(text), self.layer_norm1(frames), mask, attention_scale)
         y = self.layer_norm2(attended)
         return self.layer_norm3(y + self.dropout(self.linear_proj(y)))
@@ -130,9 +139,10 @@ class XPoolTrainModel(nn.Module):
         dropout: float = 0.3,
         logit_scale_init: float = 1 / 0.07,
         learn_attention_scale: bool = False,
+        adaptive_scale: bool = False,
     ) -> None:
         super().__init__()
-        self.pool_frames = XPoolModule(dim, num_heads, dropout)
+        self.pool_frames = XPoolModule(dim, num_heads, dropout, adaptive=adaptive_scale)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init), dtype=torch.float32))
         self.attention_log_scale: nn.Parameter | None = (
             nn.Parameter(torch.zeros((), dtype=torch.float32)) if learn_attention_scale else None
@@ -153,6 +163,10 @@ class XPoolTrainModel(nn.Module):
         ``s * (W t + b) = (s W) t + s b``, so scaling ``q_proj`` is exactly scaling the logits.
         """
         out = {k: v.detach().clone() for k, v in state.items() if k.startswith(XPOOL_PREFIX)}
+        for n in ("weight", "bias"):  # torch Linear(D, 1) -> the numpy head's (D,) and ()
+            key = f"{XPOOL_PREFIX}adaptive_scale.{n}"
+            if key in out:
+                out[key] = out[key].reshape(-1) if n == "weight" else out[key].reshape(())
         if "attention_log_scale" in state:
             s = state["attention_log_scale"].detach().exp()
             for n in ("weight", "bias"):

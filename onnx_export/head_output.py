@@ -52,10 +52,12 @@ def export_head_onnx(head: XPoolHead, path: str | Path, *, opset: int = 17) -> P
     import warnings
 
     p = Path(path)
-    module = XPoolModule(head.dim, head.num_heads, dropout=0.0)
-    module.load_state_dict(
-        {k: torch.from_numpy(v.astype(np.float32)) for k, v in head.state_dict("").items()}
-    )
+    module = XPoolModule(head.dim, head.num_heads, dropout=0.0, adaptive=head.adaptive)
+    state = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in head.state_dict("").items()}
+    if head.adaptive:  # the numpy head's (D,) and () -> torch Linear(D, 1)
+        state["adaptive_scale.weight"] = state["adaptive_scale.weight"].reshape(1, -1)
+        state["adaptive_scale.bias"] = state["adaptive_scale.bias"].reshape(1)
+    module.load_state_dict(state)
     module.eval()
     rng = np.random.default_rng(0)
     text = rng.standard_normal((3, head.dim)).astype(np.float32)
@@ -156,7 +158,7 @@ def write_head_bundle(
         update={
             "name": name or f"{m.name}+xpool",
             "source": new_source,
-            "xpool": XPoolSpec(file=HEAD_FILE, num_heads=head.num_heads, format="npz"),
+            "xpool": XPoolSpec(file=HEAD_FILE, num_heads=head.num_heads, format="npz", adaptive=head.adaptive),
             "created_at": "",
         }
     )

@@ -170,7 +170,8 @@ class _HeadTrainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.model = XPoolTrainModel(
-            self.frames.shape[2], cfg.num_heads, cfg.dropout, cfg.logit_scale_init, cfg.learn_attention_scale
+            self.frames.shape[2], cfg.num_heads, cfg.dropout, cfg.logit_scale_init, cfg.learn_attention_scale,
+            cfg.adaptive_scale,
         )
         allowed = TRAINABLE[cfg.trainable]
         self.head_params: list[tuple[nn.Parameter, torch.Tensor]] = []  # (parameter, its initial value)

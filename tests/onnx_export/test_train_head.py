@@ -292,3 +292,57 @@ def test_hard_negative_batches_and_loss_options() -> None:
     for bad in ({"hard_negatives": 1}, {"hard_negatives": 999}, {"v2t_weight": -1.0}):
         with pytest.raises(ConfigError):
             HeadTrainConfig(**bad).check()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("num_heads", [1, 2])
+def test_adaptive_torch_model_equals_numpy_head(num_heads: int, tmp_path: Path) -> None:
+    """The trained query-adaptive scale means the same in torch, in numpy (both forms) and in ONNX."""
+    rng = np.random.default_rng(4)
+    model = XPoolTrainModel(DIM, num_heads, dropout=0.0, adaptive_scale=True).double()
+    with torch.no_grad():
+        for p in model.pool_frames.parameters():
+            p.add_(torch.from_numpy(rng.standard_normal(tuple(p.shape)) * 0.2))
+    model.eval()
+    head = XPoolTrainModel.head_state_dict(model.state_dict())
+    numpy_head = XPoolHead.from_state_dict(head, num_heads=num_heads)
+    assert numpy_head.adaptive
+    text = rng.standard_normal((5, DIM))
+    frames = rng.standard_normal((6, 7, DIM))
+    mask = np.ones((6, 7), bool)
+    mask[2, 4:] = False
+    with torch.no_grad():
+        sims = model.similarity(torch.from_numpy(text), torch.from_numpy(frames), torch.from_numpy(mask)).numpy()
+    np.testing.assert_allclose(sims, numpy_head.similarity(text, frames, mask), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(sims, numpy_head.aggregate(text, frames, mask).scores, rtol=0, atol=1e-9)
+    assert export_head_onnx(numpy_head, tmp_path / "adaptive.onnx").is_file()  # checked against numpy inside
+
+
+@pytest.mark.slow
+def test_adaptive_training_beats_the_identity_head_on_both_query_kinds() -> None:
+    """A small run of the shipped recipe on a training world, scored on a held-out world."""
+    from onnx_export.train_synthetic_head import training_data
+    from vtr_qdrant import synthetic as syn
+    from vtr_qdrant.eval.metrics import relevance_indices
+    from vtr_qdrant.model.bundle import resolve_bundle
+
+    bundle = resolve_bundle("synthetic-world/v1")
+    frames, text, owner, groups = training_data(bundle, [301], 300, video_caption_weight=6)
+    cfg = HeadTrainConfig(
+        max_steps=300, lr=0.1, trainable="adaptive", adaptive_scale=True, weight_decay=0.0, patience=100, threads=2
+    )
+    head = train_head(text, owner, frames, config=cfg, caption_groups=groups).head
+    world = syn.generate_world(syn.heldout_seed(60), 80)
+    fenc, tenc = bundle.frame_encoder(), bundle.text_encoder()
+    size = bundle.manifest.image.image_size
+    held = np.stack([
+        fenc.encode(syn.render_video_frames(v, size, syn.uniform_timestamps(v.duration, 12), supersample=4)[0])
+        for v in world.videos
+    ])
+    corpus = EvalCorpus.from_arrays(world.video_ids, held)
+    identity = XPoolHead.identity(bundle.embed_dim)
+    for kind in ("scene", "video"):
+        queries = world.queries(kind)
+        rel = relevance_indices(queries, world.video_ids)
+        t = tenc.encode([q.text for q in queries])
+        r1 = {n: evaluate_retrieval(exhaustive_scores(h, t, corpus), rel)["R@1"] for n, h in (("id", identity), ("ad", head))}
+        assert r1["ad"] > r1["id"], (kind, r1)

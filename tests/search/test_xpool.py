@@ -384,3 +384,80 @@ def test_empty_batches() -> None:
     assert head.pool(np.ones((1, 8)), np.zeros((0, 3, 8))).shape == (0, 1, 8)
     with pytest.raises(InvalidInputError, match="at least one frame"):
         head.aggregate(np.ones((2, 8)), np.zeros((2, 0, 8)))
+
+
+# ---------------------------------------------------------------------------- query-adaptive scale
+
+
+def _adaptive_state(dim: int, seed: int) -> dict[str, np.ndarray]:
+    state = _random_state(dim, seed)
+    rng = np.random.default_rng(seed + 100)
+    state["adaptive_scale.weight"] = rng.standard_normal(dim)
+    state["adaptive_scale.bias"] = np.array(0.4)
+    return state
+
+
+@pytest.mark.parametrize("heads", [1, 2, 4])
+def test_adaptive_factorised_equals_direct(heads: int) -> None:
+    dim = 32
+    head = XPoolHead.from_state_dict(_adaptive_state(dim, seed=heads), num_heads=heads)
+    assert head.adaptive and "adaptive" in repr(head)
+    text, frames, mask = _inputs(5, 8, 10, dim, seed=heads, masked=True)
+    direct = head.similarity(text, frames, mask)
+    fact = head.similarity_cached(text, head.precompute(frames, mask))
+    assert np.max(np.abs(direct - fact)) <= TOL
+    # and it equals the paper's head run with each text's query scaled by s(t)
+    s = head.attention_scale(text)
+    assert s.shape == (5,) and np.all(s > 0) and len(set(np.round(s, 9))) == 5
+    plain = _random_state(dim, seed=heads)
+    for i in range(5):
+        scaled = {**plain, "cross_attn.q_proj.weight": plain["cross_attn.q_proj.weight"] * s[i],
+                  "cross_attn.q_proj.bias": plain["cross_attn.q_proj.bias"] * s[i]}
+        ref = XPoolHead.from_state_dict(scaled, num_heads=heads).similarity(text[i : i + 1], frames, mask)
+        np.testing.assert_allclose(direct[i : i + 1], ref, rtol=0, atol=TOL)
+
+
+def test_zero_adaptive_scale_is_the_paper_head_exactly() -> None:
+    dim = 16
+    plain = XPoolHead.from_state_dict(_random_state(dim, seed=3), num_heads=2)
+    zero = XPoolHead.from_state_dict(
+        {**_random_state(dim, seed=3), "adaptive_scale.weight": np.zeros(dim), "adaptive_scale.bias": np.zeros(())},
+        num_heads=2,
+    )
+    text, frames, mask = _inputs(3, 6, 5, dim, seed=1, masked=True)
+    assert np.array_equal(plain.similarity(text, frames, mask), zero.similarity(text, frames, mask))
+    assert not plain.adaptive and np.array_equal(plain.attention_scale(text), np.ones(3))
+
+
+def test_adaptive_scale_is_clipped_and_validated() -> None:
+    dim = 8
+    state = _adaptive_state(dim, 0)
+    state["adaptive_scale.weight"] = np.full(dim, 1e6)
+    head = XPoolHead(state)
+    s = head.attention_scale(np.ones((1, dim)))
+    assert np.isfinite(s).all() and s[0] == pytest.approx(math.exp(12.0))
+    with pytest.raises(ConfigError, match="needs both"):
+        XPoolHead({**_random_state(dim, 0), "adaptive_scale.weight": np.zeros(dim)})
+    with pytest.raises(ConfigError, match=r"adaptive_scale.weight must have shape \(8,\)"):
+        XPoolHead({**_random_state(dim, 0), "adaptive_scale.weight": np.zeros(3), "adaptive_scale.bias": np.zeros(())})
+
+
+def test_head_file_versions(tmp_path: Path) -> None:
+    dim = 12
+    plain = XPoolHead.from_state_dict(_random_state(dim, seed=1))
+    adaptive = XPoolHead.from_state_dict(_adaptive_state(dim, seed=1))
+    plain.save(tmp_path / "v1.npz")
+    adaptive.save(tmp_path / "v2.npz")
+    with np.load(tmp_path / "v1.npz") as a, np.load(tmp_path / "v2.npz") as b:
+        assert int(a["__vtr_xpool_format__"]) == 1  # older releases still read heads without the scale
+        assert int(b["__vtr_xpool_format__"]) == 2 and "pool_frames.adaptive_scale.weight" in b.files
+    again = XPoolHead.load(tmp_path / "v2.npz")
+    assert again.adaptive and not XPoolHead.load(tmp_path / "v1.npz").adaptive
+    text, frames, mask = _inputs(2, 3, 4, dim, seed=0, masked=False)
+    np.testing.assert_allclose(again.similarity(text, frames, mask), adaptive.similarity(text, frames, mask), atol=1e-6)
+    with np.load(tmp_path / "v2.npz") as b:
+        arrays = {k: b[k] for k in b.files}
+    arrays["__vtr_xpool_format__"] = np.array(3)
+    np.savez(tmp_path / "v3.npz", **arrays)
+    with pytest.raises(ArtifactError, match="reads 1 to 2"):
+        XPoolHead.load(tmp_path / "v3.npz")

@@ -84,6 +84,7 @@ class XPoolSpec(_Strict):
     file: str
     num_heads: int = Field(ge=1)
     format: Literal["npz", "safetensors"] = "npz"
+    adaptive: bool = Field(False, description="the head has the query-adaptive attention scale (npz format 2)")
     onnx: str | None = Field(None, description="optional ONNX export of the head, relative path")
 
 

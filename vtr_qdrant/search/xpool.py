@@ -42,6 +42,7 @@ from ..errors import ArtifactError, ConfigError, InvalidInputError
 from .aggregation import AggregationResult, Aggregator, check_inputs, masked_softmax
 from .xpool_factorised import FactorisedXPool, XPoolVideoCache, compute_dtype, layer_norm
 from .xpool_io import (
+    ADAPTIVE_PARAMETER_NAMES,
     XPOOL_PARAMETER_NAMES,
     XPOOL_PREFIX,
     params_from_state_dict,
@@ -91,7 +92,15 @@ class XPoolHead(Aggregator):
         self.dim = dim
         self.num_heads = int(num_heads)
         self.head_dim = dim // self.num_heads
-        self._p = {k: params[k].copy() for k in XPOOL_PARAMETER_NAMES}
+        adaptive = [k for k in ADAPTIVE_PARAMETER_NAMES if k in params]
+        if adaptive and len(adaptive) != len(ADAPTIVE_PARAMETER_NAMES):
+            raise ConfigError(f"the adaptive attention scale needs both {list(ADAPTIVE_PARAMETER_NAMES)}, got {adaptive}")
+        if adaptive:
+            params["adaptive_scale.bias"] = params["adaptive_scale.bias"].reshape(())
+            if params["adaptive_scale.weight"].shape != (dim,):
+                raise ConfigError(f"adaptive_scale.weight must have shape ({dim},), got {params['adaptive_scale.weight'].shape}")
+        self.adaptive = bool(adaptive)
+        self._p = {k: params[k].copy() for k in (*XPOOL_PARAMETER_NAMES, *adaptive)}
         for arr in self._p.values():
             arr.setflags(write=False)
         self._fact = FactorisedXPool(self._p, self.num_heads)
@@ -112,7 +121,6 @@ class XPoolHead(Aggregator):
                 params[k] = np.eye(dim) if k.endswith("weight") else np.zeros(dim)
         return cls(params, num_heads=num_heads)
 
-
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, Any], num_heads: int = 1) -> XPoolHead:
         """Build the head from a state dict in the official layout.
@@ -125,7 +133,6 @@ class XPoolHead(Aggregator):
             ConfigError: missing parameters, wrong shapes, non-finite values, duplicate keys.
         """
         return cls(params_from_state_dict(state_dict), num_heads=num_heads)
-
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], num_heads: int = 1) -> XPoolHead:
@@ -145,7 +152,6 @@ class XPoolHead(Aggregator):
         """The parameters as float64 numpy arrays under the official names (``pool_frames.`` prefix)."""
         return {prefix + k: v.copy() for k, v in self._p.items()}
 
-
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the head to ``path`` as an uncompressed, pickle-free ``.npz`` (atomic replace).
 
@@ -153,7 +159,6 @@ class XPoolHead(Aggregator):
         are recorded.
         """
         write_npz(path, self._p, num_heads=self.num_heads, dim=self.dim)
-
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> XPoolHead:
@@ -170,14 +175,20 @@ class XPoolHead(Aggregator):
         return head
 
     def __repr__(self) -> str:
-        return f"XPoolHead(dim={self.dim}, num_heads={self.num_heads})"
+        extra = ", adaptive" if self.adaptive else ""
+        return f"XPoolHead(dim={self.dim}, num_heads={self.num_heads}{extra})"
+
+    def attention_scale(self, text: np.ndarray) -> np.ndarray:
+        """(T,) float64 factor on each text's attention logits: ``s(t)``, all ones without the adaptive scale."""
+        return self._fact.text_scale(self._check_text(text).astype(np.float64))
 
     @property
     def state_key(self) -> str:
         """Digest of the parameters: equal heads share precomputed states, another head never does."""
         if self._digest is None:
             h = hashlib.blake2b(str(self.num_heads).encode(), digest_size=12)
-            for k in XPOOL_PARAMETER_NAMES:
+            for k in sorted(self._p):
+                h.update(k.encode())
                 h.update(np.ascontiguousarray(self._p[k]).tobytes())
             self._digest = "xpool:" + h.hexdigest()
         return self._digest

@@ -33,9 +33,11 @@ import numpy as np
 from ..errors import InvalidInputError
 from .aggregation import masked_softmax
 
-__all__ = ["LN_EPS", "layer_norm", "compute_dtype", "XPoolVideoCache", "FactorisedXPool"]
+__all__ = ["LN_EPS", "LOG_SCALE_BOUND", "layer_norm", "compute_dtype", "XPoolVideoCache", "FactorisedXPool"]
 
 LN_EPS = 1e-5  # torch.nn.LayerNorm default, used by the official head
+#: |log s(t)| is clipped to this: s in [e^-12, e^12] keeps every logit finite in float32
+LOG_SCALE_BOUND = 12.0
 
 
 def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -190,11 +192,25 @@ class FactorisedXPool:
         self._fused[dtype] = fused
         return fused
 
+    def text_scale(self, text: np.ndarray) -> np.ndarray:
+        """(T,) float64 query-adaptive attention scale ``s(t) = exp(clip(w · t + b))``; ones without it.
+
+        Scaling a text's query by ``s(t)`` multiplies all its attention logits, i.e. sets how flat
+        (s -> 0: mean of the frames) or sharp (s large: the best frames) its attention is; everything
+        after the softmax is unchanged, so the factorised form stays exact.
+        """
+        if "adaptive_scale.weight" not in self._p:
+            return np.ones(text.shape[0])
+        log_s = text.astype(np.float64) @ self._p["adaptive_scale.weight"] + self._p["adaptive_scale.bias"]
+        return np.exp(np.clip(log_s, -LOG_SCALE_BOUND, LOG_SCALE_BOUND))
+
     def queries(self, text: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
-        """(T, H, d): q_proj(LN1 text) split into heads and pre-scaled by 1/sqrt(d)."""
+        """(T, H, d): q_proj(LN1 text) split into heads, pre-scaled by 1/sqrt(d) (and by s(t) when adaptive)."""
         tn = layer_norm(text, p["layer_norm1.weight"], p["layer_norm1.bias"])
         q = tn @ p["cross_attn.q_proj.weight"].T + p["cross_attn.q_proj.bias"]
         q = q * q.dtype.type(1.0 / math.sqrt(self.head_dim))
+        if "adaptive_scale.weight" in self._p:  # the paper's head skips this: bit-identical to before
+            q = q * self.text_scale(text).astype(q.dtype)[:, None]
         return q.reshape(text.shape[0], self.num_heads, self.head_dim)
 
     def precompute(

@@ -23,6 +23,7 @@ from ..errors import ArtifactError, ConfigError
 __all__ = [
     "XPOOL_PREFIX",
     "XPOOL_PARAMETER_NAMES",
+    "ADAPTIVE_PARAMETER_NAMES",
     "params_from_state_dict",
     "read_checkpoint",
     "write_npz",
@@ -52,8 +53,13 @@ XPOOL_PARAMETER_NAMES: tuple[str, ...] = (
     "layer_norm3.bias",
 )
 
+#: Parameters of the query-adaptive attention scale (our extension; absent from official checkpoints):
+#: ``log s(t) = adaptive_scale.weight · t + adaptive_scale.bias`` multiplies every attention logit.
+ADAPTIVE_PARAMETER_NAMES: tuple[str, ...] = ("adaptive_scale.weight", "adaptive_scale.bias")
+
 _FORMAT_KEY = "__vtr_xpool_format__"
-_FORMAT_VERSION = 1
+#: 1: the 16 official parameters; 2: plus the adaptive scale. Both are read.
+_FORMAT_VERSION = 2
 
 
 def _to_numpy(value: Any, name: str) -> np.ndarray:
@@ -86,7 +92,7 @@ def params_from_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarra
     """
     if not isinstance(state_dict, Mapping):
         raise ConfigError(f"an X-Pool state dict must be a mapping, got {type(state_dict).__name__}")
-    wanted = set(XPOOL_PARAMETER_NAMES)
+    wanted = set(XPOOL_PARAMETER_NAMES) | set(ADAPTIVE_PARAMETER_NAMES)
     found: dict[str, Any] = {}
     source: dict[str, str] = {}
     for key, value in state_dict.items():
@@ -153,7 +159,9 @@ def write_npz(path: str | os.PathLike[str], params: Mapping[str, np.ndarray], *,
     for k, v in params.items():
         v32 = v.astype(np.float32)
         arrays[XPOOL_PREFIX + k] = v32 if np.array_equal(v32.astype(np.float64), v) else v
-    arrays[_FORMAT_KEY] = np.array(_FORMAT_VERSION, dtype=np.int64)
+    # files without the adaptive scale stay version 1, readable by every release
+    version = 2 if any(k in params for k in ADAPTIVE_PARAMETER_NAMES) else 1
+    arrays[_FORMAT_KEY] = np.array(version, dtype=np.int64)
     arrays["num_heads"] = np.array(num_heads, dtype=np.int64)
     arrays["dim"] = np.array(dim, dtype=np.int64)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -180,9 +188,9 @@ def read_npz(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], int, 
     if _FORMAT_KEY not in arrays:
         raise ArtifactError(f"{p} is not an X-Pool head file written by XPoolHead.save()")
     version = int(arrays.pop(_FORMAT_KEY))
-    if version != _FORMAT_VERSION:
+    if not 1 <= version <= _FORMAT_VERSION:
         raise ArtifactError(
-            f"{p}: unsupported X-Pool head format version {version} (expected {_FORMAT_VERSION})"
+            f"{p}: unsupported X-Pool head format version {version} (this vtr-qdrant reads 1 to {_FORMAT_VERSION})"
         )
     num_heads = int(arrays.pop("num_heads"))
     dim = int(arrays.pop("dim"))
