@@ -297,3 +297,20 @@ def test_frame_aware_stage_one_finds_short_moments(client, test_bundle):  # type
     # a collection created without the frame index stays pooled-only unless asked
     plain = VideoCollection(client, "plain", test_bundle, index_frames=False)
     assert not plain.frames_indexed and not VideoCollection(client, "plain", test_bundle).frames_indexed
+
+
+def test_moment_crosses_a_segment_boundary(client: QdrantClient) -> None:
+    """A long video stored as 4-second segments: a match spanning 3-6 s is reported whole."""
+    from vtr_qdrant.video.sampling import SamplingConfig
+
+    vc = VideoCollection(client, "long", dim=32, sampling=SamplingConfig(num_frames=12, segment_seconds=4.0))
+    rng = np.random.default_rng(5)
+    frames = random_frames(rng, 12)
+    q = random_frames(rng, 1)[0]
+    frames[3:6] = q + 0.05 * random_frames(rng, 3)  # frames at 3.5, 4.5, 5.5 s: across the 4 s edge
+    frames /= np.linalg.norm(frames, axis=1, keepdims=True)
+    ids = vc.upsert_embeddings("long", frames, np.arange(12) + 0.5, duration=12.0)
+    assert len(ids) == 3
+    (hit,) = vc.search(q, limit=1, aggregation="softmax")
+    assert hit.segment_index in (0, 1)
+    assert (hit.moment.start, hit.moment.end) == (3.0, 6.0)

@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..store.backend import Candidate, StorageBackend
 from ..store.points import Key
 from .aggregation import Aggregator
-from .hits import VideoHit, moment_from_weights
+from .hits import Moment, VideoHit, extend_across_segments, moment_from_weights
 
 __all__ = ["StageTwo", "padded_frames", "candidate_version"]
 
@@ -153,8 +153,10 @@ class StageTwo:
             res = agg.aggregate(vector[None, :], *padded_frames(frames, self.dim))
         scores, weights = res.scores[0], res.weights[0]
         best: dict[str, int] = {}
+        segments: dict[str, dict[int, int]] = {}  # video -> segment index -> candidate row
         for i, c in enumerate(cands):
             vid = str(c.payload.get(Key.VIDEO_ID, c.id))
+            segments.setdefault(vid, {})[int(c.payload.get(Key.SEGMENT_INDEX, 0))] = i
             j = best.get(vid)
             if j is None or scores[i] > scores[j]:
                 best[vid] = i
@@ -164,17 +166,21 @@ class StageTwo:
             if score_threshold is not None and s < score_threshold:
                 break
             c = cands[i]
-            n = len(frames[i])
-            ts = np.asarray(c.payload.get(Key.TIMESTAMPS) or np.arange(n, dtype=np.float64))[:n]
-            moment = moment_from_weights(
-                weights[i, :n], ts, seg_start=c.payload.get(Key.SEGMENT_START), seg_end=c.payload.get(Key.SEGMENT_END)
-            )
+
+            def moment_of(row: int) -> tuple[Moment, float, float]:
+                cand, n = cands[row], len(frames[row])
+                ts = np.asarray(cand.payload.get(Key.TIMESTAMPS) or np.arange(n, dtype=np.float64))[:n]
+                lo, hi = cand.payload.get(Key.SEGMENT_START), cand.payload.get(Key.SEGMENT_END)
+                lo = float(ts[0]) if lo is None else float(lo)
+                hi = float(ts[-1]) if hi is None else float(hi)
+                return moment_from_weights(weights[row, :n], ts, seg_start=lo, seg_end=hi), lo, hi
+
             hits.append(
                 VideoHit(
                     video_id=vid,
                     score=s,
                     payload=c.payload if with_payload else {},
-                    moment=moment,
+                    moment=extend_across_segments(moment_of, segments[vid], int(c.payload.get(Key.SEGMENT_INDEX, 0))),
                     segment_index=int(c.payload.get(Key.SEGMENT_INDEX, 0)),
                     point_id=c.id,
                     stage1_score=c.score,
