@@ -1,21 +1,22 @@
-"""Retrieval quality on held-out synthetic worlds: trained X-Pool head vs identity head vs softmax vs mean.
+"""Retrieval quality per query kind on held-out synthetic worlds, through the production search.
 
-    python benchmarks/bench_quality.py [--bundle synthetic-world/v1] [--train-videos 3000] [--eval-seeds 2]
+    python benchmarks/bench_quality.py [--bundle synthetic-world/v2] [--seeds final] [--videos 120]
+                                       [--head PATH ...] [--name quality]
 
-1. Training data (training seeds only, :func:`vtr_qdrant.synthetic.check_training_seed`): worlds are
-   rendered in numpy at the sampled timestamps (no mp4), frames encoded once by the bundle's image
-   tower; captions are every paraphrase of every scene (relevance group: the scene key) and the
-   whole-video caption (group: the key sequence), embedded once by the text tower.
-2. :func:`onnx_export.train_head.train_head` trains the head (early stopping on a validation split
-   of the training videos).
-3. Evaluation on held-out worlds (``heldout_seed(i)``) through the production path: mp4 files
-   (:func:`make_world`) -> :func:`sample_frames` -> image tower; queries are the worlds' scene and
-   whole-video captions (:meth:`World.queries`); every aggregation scores every video
-   (:func:`vtr_qdrant.eval.evaluation.exhaustive_scores`), metrics from
-   :func:`vtr_qdrant.synthetic.evaluate_retrieval`, averaged over worlds weighted by query counts.
+For every held-out world (``vtr_qdrant.synthetic.heldout_seed(i)``; never a training seed):
 
-Prints the table and writes ``benchmarks/results/quality.json`` (and the trained head next to it
-with ``--save-head``). Needs torch (the ``export`` extra) for step 2.
+1. the world's mp4 files are written (:func:`make_world`) and ingested with
+   :meth:`VideoCollection.add_videos` (decode -> the bundle's image tower -> embedded Qdrant);
+2. its queries — one per distinct scene (``scene``) and per distinct whole-video caption
+   (``video``), with the scenes' times as spans (:meth:`World.query_records`) — are searched with
+   :meth:`VideoCollection.search` at its defaults (two-stage, K=100, frame-aware stage 1) by every
+   aggregation (:func:`vtr_qdrant.eval.evaluation.evaluate_collection`);
+3. R@1/R@5 per kind and on the balanced ``mixed`` set, and for scene queries whose top hit is
+   relevant the moment's temporal IoU with the scene and whether its midpoint lies in it.
+
+Worlds are pooled by query count. Seed sets: ``dev`` = heldout_seed(20), heldout_seed(21) (for
+tuning), ``final`` = heldout_seed(40..43) (reported once; chosen before any result was seen), or a
+comma-separated list of held-out indices. Prints the table and writes ``benchmarks/results/<name>.json``.
 """
 
 from __future__ import annotations
@@ -25,211 +26,114 @@ import logging
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import RESULTS_DIR, print_table, write_json  # noqa: E402
+from _common import print_table, write_json  # noqa: E402
+from qdrant_client import QdrantClient  # noqa: E402
 
-from vtr_qdrant.eval.corpus import EvalCorpus, exhaustive_scores  # noqa: E402
-from vtr_qdrant.model.bundle import resolve_bundle  # noqa: E402
-from vtr_qdrant.search.aggregation import Aggregator, MaxFrame, MeanPooling, SoftmaxPooling  # noqa: E402
-from vtr_qdrant.search.resolve import load_head, towers_fingerprint  # noqa: E402
-from vtr_qdrant.search.xpool import XPoolHead  # noqa: E402
+from vtr_qdrant import VideoCollection  # noqa: E402
 from vtr_qdrant import synthetic as syn  # noqa: E402
+from vtr_qdrant.eval.evaluation import evaluate_collection  # noqa: E402
+from vtr_qdrant.model.bundle import resolve_bundle  # noqa: E402
+from vtr_qdrant.search.aggregation import Aggregator  # noqa: E402
+from vtr_qdrant.search.resolve import bundle_head, load_head, resolve_aggregation  # noqa: E402
 
 log = logging.getLogger("bench_quality")
 
-
-def training_data(
-    bundle: Any, seeds: list[int], n_videos: int, num_frames: int, world_size: int, video_caption_weight: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Any], int]:
-    """Frames (V, F, D), caption embeddings (C, D), caption owners (C,), groups (C,), from training worlds."""
-    fenc, tenc = bundle.frame_encoder(), bundle.text_encoder()
-    size = bundle.manifest.image.image_size
-    supersample = max(1, 2 * world_size // size)
-    frames, texts, owner = [], [], []
-    groups: list[Any] = []
-    for seed in seeds:
-        world = syn.generate_world(syn.check_training_seed(seed), n_videos, size=world_size)
-        for v in world.videos:
-            ts = syn.uniform_timestamps(v.duration, num_frames)
-            images, _ = syn.render_video_frames(v, size, ts, supersample=supersample)
-            frames.append(fenc.encode(images))
-            i = len(frames) - 1
-            for s in v.scenes:
-                for c in syn.caption_variants(s.shape, s.colour, s.background, s.motion):
-                    texts.append(c)
-                    owner.append(i)
-                    groups.append(("scene", s.key))
-            for _ in range(video_caption_weight):
-                texts.append(v.caption)
-                owner.append(i)
-                groups.append(("video", v.keys))
-    unique = sorted(set(texts))
-    emb = tenc.encode(unique)
-    index = {t: j for j, t in enumerate(unique)}
-    return np.stack(frames), emb[[index[t] for t in texts]], np.asarray(owner), groups, len(unique)
+SEED_SETS = {"dev": [20, 21], "final": [40, 41, 42, 43]}
+KINDS = ("scene", "video", "mixed")
 
 
-def heldout_eval(
-    bundle: Any, aggs: dict[str, Aggregator], seeds: list[int], n_videos: int, num_frames: int, work: Path
-) -> dict[str, dict[str, dict[str, float]]]:
-    """``{kind: {aggregation: metrics}}`` on held-out worlds through mp4 -> sample_frames -> towers."""
-    from vtr_qdrant.video.decode import sample_frames
+def evaluate_world(bundle: Any, aggs: dict[str, Aggregator], seed: int, n_videos: int, work: Path) -> dict[str, Any]:
+    """``{aggregation: two-stage metrics}`` for one held-out world."""
+    if not syn.is_heldout_seed(seed):
+        raise SystemExit(f"seed {seed} is not a held-out seed")
+    world = syn.make_world(seed, n_videos, work / f"world-{seed}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        client = QdrantClient(":memory:")
+    vc = VideoCollection(client, f"w{seed}", bundle)
+    report = vc.add_videos([world.path(v) for v in world.video_ids], video_ids=world.video_ids, progress=False)
+    if report.failed:
+        raise SystemExit(f"world {seed}: {len(report.failed)} videos failed to ingest: {report.failed[0]}")
+    out = evaluate_collection(vc, world.eval_queries(), aggs, modes=("two_stage",), candidates=100)
+    client.close()
+    return {name: per["two_stage"] for name, per in out["results"].items()}
 
-    fenc, tenc = bundle.frame_encoder(), bundle.text_encoder()
-    size = bundle.manifest.image.image_size
-    sums: dict[str, dict[str, dict[str, float]]] = {}
-    counts: dict[str, float] = {}
-    for seed in seeds:
-        if not syn.is_heldout_seed(seed):
-            raise SystemExit(f"seed {seed} is not held out")
-        world = syn.make_world(seed, n_videos, work / f"world-{seed}")
-        emb = [
-            fenc.encode(sample_frames(str(world.path(v)), num_frames=num_frames, size=size).images)
-            for v in world.video_ids
-        ]
-        widest = max(len(e) for e in emb)
-        frames = np.zeros((len(emb), widest, emb[0].shape[1]), np.float32)
-        mask = np.zeros(frames.shape[:2], bool)
-        for i, e in enumerate(emb):
-            frames[i, : len(e)], mask[i, : len(e)] = e, True
-        corpus = EvalCorpus.from_arrays(world.video_ids, frames, mask)
-        for kind in ("scene", "video"):
-            queries = world.queries(kind)
-            rel = syn.relevance_indices(queries, world.video_ids)
-            text = tenc.encode([q.text for q in queries])
-            for name, agg in aggs.items():
-                m = syn.evaluate_retrieval(exhaustive_scores(agg, text, corpus), rel)
-                acc = sums.setdefault(kind, {}).setdefault(name, {})
-                for k, v in m.items():
-                    acc[k] = acc.get(k, 0.0) + (v if k == "n" else v * m["n"])
-            counts[kind] = counts.get(kind, 0.0) + len(queries)
-        log.info("evaluated held-out world %d", seed)
-    return {
-        kind: {
-            name: {k: (v if k == "n" else v / counts[kind]) for k, v in m.items()} for name, m in per.items()
-        }
-        for kind, per in sums.items()
-    }
+
+def pooled(per_world: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{aggregation: {kind: {R@1, R@5, n, iou, mid, moment_n}}}`` pooled over worlds by query count."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for res in per_world:
+        for name, m in res.items():
+            for kind in KINDS:
+                km = m["by_kind"][kind]
+                mm = m.get("moments", {}).get(kind, {"n": 0.0})
+                acc = out.setdefault(name, {}).setdefault(kind, {"n": 0.0, "R@1": 0.0, "R@5": 0.0, "moment_n": 0.0, "iou": 0.0, "mid": 0.0})
+                acc["n"] += km["n"]
+                acc["R@1"] += km["R@1"] * km["n"]
+                acc["R@5"] += km["R@5"] * km["n"]
+                if mm["n"]:
+                    acc["moment_n"] += mm["n"]
+                    acc["iou"] += mm["iou"] * mm["n"]
+                    acc["mid"] += mm["midpoint_in_span"] * mm["n"]
+    for per in out.values():
+        for acc in per.values():
+            acc["R@1"] /= max(acc["n"], 1)
+            acc["R@5"] /= max(acc["n"], 1)
+            for k in ("iou", "mid"):
+                acc[k] = acc[k] / acc["moment_n"] if acc["moment_n"] else float("nan")
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", default="synthetic-world/v1")
-    ap.add_argument("--train-seeds", type=int, nargs="+", default=[101], help="training world seeds")
-    ap.add_argument("--train-videos", type=int, default=3000, help="videos per training world")
-    ap.add_argument("--video-caption-weight", type=int, default=3, help="copies of each whole-video caption")
-    ap.add_argument("--eval-seeds", type=int, default=2, help="held-out worlds")
-    ap.add_argument("--eval-videos", type=int, default=100, help="videos per held-out world")
-    ap.add_argument("--frames", type=int, default=12)
-    ap.add_argument("--world-size", type=int, default=64, help="frame side of the generated videos")
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--weight-decay", type=float, default=0.01, help="decay toward the identity init")
-    ap.add_argument("--dropout", type=float, default=0.3)
-    ap.add_argument("--trainable", default="all", choices=["all", "attention", "scale"])
-    ap.add_argument("--learn-attention-scale", action="store_true", help="learn a scalar on the logits")
-    ap.add_argument("--patience", type=int, default=6)
-    ap.add_argument(
-        "--head", default=None, help="evaluate this head (an .npz or a bundle folder) instead of training one"
-    )
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--save-head", action="store_true", help="write the trained head to benchmarks/results/")
+    ap.add_argument("--bundle", default="synthetic-world/v2")
+    ap.add_argument("--seeds", default="dev", help="'dev', 'final' or comma-separated held-out indices")
+    ap.add_argument("--videos", type=int, default=120, help="videos per held-out world")
+    ap.add_argument("--aggregations", default="mean,max,topk,softmax,xpool-identity,xpool")
+    ap.add_argument("--head", action="append", default=[], help="also evaluate this head (.npz or bundle); repeatable")
+    ap.add_argument("--name", default="quality", help="results file benchmarks/results/NAME.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("vtr_qdrant").setLevel(logging.WARNING)
 
-    from onnx_export.train_head import HeadTrainConfig, train_head
-
     bundle = resolve_bundle(args.bundle)
-    aggs: dict[str, Aggregator] = {}
-    training: dict[str, Any] = {}
-    if args.head:
-        aggs["xpool (given)"] = load_head(args.head, expected_fingerprint=towers_fingerprint(bundle.manifest))
-    else:
-        t0 = time.perf_counter()
-        frames, text, owner, groups, n_unique = training_data(
-            bundle,
-            args.train_seeds,
-            args.train_videos,
-            args.frames,
-            args.world_size,
-            args.video_caption_weight,
-        )
-        embed_s = time.perf_counter() - t0
-        log.info(
-            "training data: %s frames, %d captions (%d unique) in %.0f s",
-            frames.shape,
-            len(text),
-            n_unique,
-            embed_s,
-        )
-        cfg = HeadTrainConfig(
-            max_steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            dropout=args.dropout,
-            trainable=args.trainable,
-            learn_attention_scale=args.learn_attention_scale,
-            patience=args.patience,
-            seed=args.seed,
-            threads=args.threads,
-        )
-        result = train_head(text, owner, frames, config=cfg, caption_groups=groups)
-        log.info("trained in %.0f s, best step %d", result.seconds, result.best_step)
-        if args.save_head:
-            result.head.save(RESULTS_DIR / "quality_head.npz")
-        aggs["xpool (trained)"] = result.head
-        training = {
-            **result.summary(),
-            "embed_s": embed_s,
-            "captions": len(text),
-            "unique_captions": n_unique,
-        }
-    if bundle.manifest.xpool is not None:
-        aggs["xpool (bundle head)"] = load_head(bundle.path)
-    aggs.update(
-        {
-            "xpool (identity)": XPoolHead.identity(bundle.embed_dim),
-            "softmax": SoftmaxPooling(0.01),
-            "max": MaxFrame(),
-            "mean": MeanPooling(),
-        }
-    )
-    seeds = [syn.heldout_seed(i) for i in range(args.eval_seeds)]
+    names = [n.strip() for n in args.aggregations.split(",") if n.strip()]
+    if "xpool" in names and bundle_head(bundle) is None:
+        names.remove("xpool")
+        log.info("bundle %s ships no head: 'xpool' skipped", bundle.name)
+    aggs = {n: resolve_aggregation(n, dim=bundle.embed_dim, bundle=bundle) for n in names}
+    default = VideoCollection(QdrantClient(":memory:"), "probe", bundle).aggregation
+    aggs["default"] = default
+    for h in args.head:
+        aggs[f"head:{Path(h).name}"] = load_head(h, expected_fingerprint=bundle.towers_fingerprint)
+    indices = SEED_SETS.get(args.seeds) or [int(i) for i in args.seeds.split(",")]
+    seeds = [syn.heldout_seed(i) for i in indices]
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        table = heldout_eval(bundle, aggs, seeds, args.eval_videos, args.frames, Path(tmp))
-
-    rows = [
-        [kind, name, int(m["n"]), m["R@1"], m["R@5"], m["R@10"], m["MdR"], m["MnR"]]
-        for kind, per in table.items()
-        for name, m in per.items()
-    ]
-    print(
-        f"\nheld-out seeds {seeds}, {args.eval_videos} videos each, {args.frames} frames; bundle {bundle.name} "
-        f"({bundle.fingerprint[:12]}); "
-        + (
-            f"head {args.head}"
-            if args.head
-            else f"head trained on seeds {args.train_seeds} x {args.train_videos} videos"
+        per_world = [evaluate_world(bundle, aggs, s, args.videos, Path(tmp)) for s in seeds]
+    table = pooled(per_world)
+    rows = []
+    for name, per in table.items():
+        rows.append(
+            [name, per["scene"]["R@1"], per["video"]["R@1"], per["mixed"]["R@1"], per["scene"]["R@5"],
+             per["video"]["R@5"], per["scene"]["iou"], per["scene"]["mid"], int(per["scene"]["n"]), int(per["video"]["n"])]
         )
+    print(f"\nheld-out seeds {seeds} ({args.seeds}), {args.videos} videos each; bundle {bundle.name}; "
+          f"VideoCollection.search defaults (two-stage, K=100); default aggregation = {default!r}")
+    print_table(
+        ["aggregation", "scene R@1", "video R@1", "mixed R@1", "scene R@5", "video R@5", "moment IoU", "mid in scene",
+         "scene q", "video q"],
+        rows,
     )
-    print_table(["queries", "aggregation", "n", "R@1", "R@5", "R@10", "MdR", "MnR"], rows)
     path = write_json(
-        "quality",
-        {
-            "args": vars(args),
-            "bundle": {"name": bundle.name, "fingerprint": bundle.fingerprint},
-            "training": training,
-            "results": table,
-        },
+        args.name,
+        {"args": vars(args), "seeds": seeds, "bundle": {"name": bundle.name, "fingerprint": bundle.fingerprint},
+         "default": repr(default), "seconds": round(time.perf_counter() - t0, 1), "results": table, "per_world": per_world},
     )
     print(f"wrote {path}")
 

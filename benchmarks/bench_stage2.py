@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import median_seconds, print_table, write_json  # noqa: E402
 
 from vtr_qdrant import VideoCollection  # noqa: E402
-from vtr_qdrant.search.aggregation import MaxFrame, MeanPooling, SoftmaxPooling, TopKFrames  # noqa: E402
+from vtr_qdrant.search.aggregation import Aggregator, MaxFrame, MeanPooling, SoftmaxPooling, TopKFrames  # noqa: E402
+from vtr_qdrant.search.xpool import XPoolHead  # noqa: E402
 from vtr_qdrant.store.backend import StorageBackend, frames_of  # noqa: E402
 
 
@@ -109,7 +110,15 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["local", "edge"], choices=["local", "edge"])
     args = ap.parse_args()
     rng = np.random.default_rng(0)
-    aggs = {"mean": MeanPooling(), "max": MaxFrame(), "topk": TopKFrames(3), "softmax": SoftmaxPooling(0.01)}
+    identity = XPoolHead.identity(args.dim)
+    params = identity.state_dict("")
+    params["adaptive_scale.weight"] = 0.1 * rng.standard_normal(args.dim)  # the cost does not depend on the values
+    params["adaptive_scale.bias"] = np.array(0.0)
+    adaptive = XPoolHead(params)
+    aggs: dict[str, Aggregator] = {
+        "mean": MeanPooling(), "max": MaxFrame(), "topk": TopKFrames(3), "softmax": SoftmaxPooling(0.01),
+        "xpool": identity, "adaptive": adaptive,
+    }
     rows, results = [], []
     for k in args.candidates:
         frames = rng.standard_normal((k, args.frames, args.dim)).astype(np.float32)
@@ -128,10 +137,15 @@ def main() -> None:
         mask = np.ones(frames.shape[:2], bool)
         for name, agg in aggs.items():
             row[f"{name}_ms"] = 1e3 * median_seconds(lambda agg=agg: agg.aggregate(text, frames, mask))
+        for name in ("xpool", "adaptive"):  # with every candidate's state in stage 2's LRU
+            states = aggs[name].precompute_candidates(frames, mask)
+            row[f"{name}_cached_ms"] = 1e3 * median_seconds(lambda n=name, s=states: aggs[n].aggregate_precomputed(text, s))
         results.append(row)
-        rows.append([k, row["convert_ms"], *(row[f"{n}_ms"] for n in aggs)])
-    print(f"stage 2, ms per query, {args.frames} frames x {args.dim} dims, float32")
-    print_table(["K", "convert", *aggs], rows)
+        cols = [*aggs, "xpool_cached", "adaptive_cached"]
+        rows.append([k, row["convert_ms"], *(row[f"{n}_ms"] for n in cols)])
+    print(f"stage 2, ms per query, {args.frames} frames x {args.dim} dims, float32 (X-Pool heads: identity and "
+          "query-adaptive, uncached = precompute included, cached = states from the LRU)")
+    print_table(["K", "convert", *cols], rows)
     e2e: list[dict[str, object]] = []
     if args.videos:
         e2e, e2e_rows = end_to_end(args, rng)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vtr_qdrant.errors import ConfigError, VtrError
+from vtr_qdrant.model.bundle import DEFAULT_BUNDLE
 
 __all__ = ["main", "build_parser", "overrides_from_args", "cli_ingest"]
 
@@ -169,6 +170,6 @@ def cli_ingest(args: argparse.Namespace) -> int:
             if overrides.get(k) == default:
                 del overrides[k]
     elif not getattr(args, "bundle", None):
-        overrides["bundle"] = "synthetic-world/v1"  # the in-process CLI's default
+        overrides["bundle"] = DEFAULT_BUNDLE  # the in-process CLI's default
     logging.getLogger("ray_jobs").setLevel(logging.INFO)
     return _run(job_config, overrides, getattr(args, "report", None))

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vtr_qdrant.errors import ConfigError
+from vtr_qdrant.model.bundle import DEFAULT_BUNDLE
 from vtr_qdrant.model.runtime import Device
 from vtr_qdrant.video.ffmpeg import DEFAULT_DECODE_TIMEOUT
 from vtr_qdrant.video.sampling import SamplingConfig
@@ -227,7 +228,7 @@ class JobConfig(_Section):
     metadata: dict[str, Any] = Field(default_factory=dict)
     video_id: Literal["path", "relative", "stem"] = "path"
     collection: str = Field(min_length=1)
-    bundle: str = "synthetic-world/v1"
+    bundle: str = DEFAULT_BUNDLE
     sampling: SamplingConfig | None = None
     indexed_fields: dict[str, str] = Field(default_factory=dict)
     qdrant: QdrantTarget

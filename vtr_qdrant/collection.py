@@ -25,7 +25,7 @@ from .model.runtime import Device
 from .search.aggregation import Aggregator
 from .search.hits import VideoHit
 from .search.query import DEFAULT_CANDIDATES, query_vectors, stage_one_size
-from .search.resolve import resolve_aggregation
+from .search.resolve import default_aggregation, resolve_aggregation
 from .search.stage_two import StageTwo
 from .store.backend import StorageBackend
 from .store.plan import FRAMES_HNSW_EF, StageOneQuery
@@ -60,8 +60,10 @@ class VideoCollection:
         sampling: frame sampling settings, recorded in the collection (default: 12 frames, exact).
         indexed_fields: user payload fields to index, ``{"category": "keyword", "year": "integer"}``.
         create: create the collection if it does not exist (otherwise a missing collection is an error).
-        aggregation: default stage-2 aggregation: ``"softmax"`` (parameter-free text-conditioned
-            pooling), ``"mean"``, ``"max"``, ``"topk"``, ``"xpool"``, or an :class:`Aggregator`.
+        aggregation: default stage-2 aggregation. None (default): the bundle's trained X-Pool head
+            when it ships one (``synthetic-world/v2`` does: a query-adaptive head), else ``"softmax"``
+            (parameter-free text-conditioned pooling). Or a name (``"mean"``, ``"max"``, ``"topk"``,
+            ``"softmax"``, ``"xpool"``, ``"xpool-identity"``) or an :class:`Aggregator`.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"`` for the encoders.
         hnsw_ef: HNSW beam width for stage 1 (None: server default).
         frames_hnsw_ef: HNSW beam width of the frame-aware stage 1's frames-MaxSim prefetch (the
@@ -97,7 +99,7 @@ class VideoCollection:
         sampling: SamplingConfig | None = None,
         indexed_fields: Mapping[str, str] | None = None,
         create: bool = True,
-        aggregation: str | Aggregator = "softmax",
+        aggregation: str | Aggregator | None = None,
         device: Device = "cpu",
         hnsw_ef: int | None = None,
         frames_hnsw_ef: int | None = FRAMES_HNSW_EF,
@@ -176,14 +178,16 @@ class VideoCollection:
         """Candidates' precomputed X-Pool tensors kept in memory."""
         return self.stage_two.precompute_cache_size
 
-    def _resolve_aggregation(self, aggregation: str | Aggregator) -> Aggregator:
+    def _resolve_aggregation(self, aggregation: str | Aggregator | None) -> Aggregator:
+        if aggregation is None:
+            return default_aggregation(self.bundle, dim=self.dim)
         return resolve_aggregation(aggregation, dim=self.dim, bundle=self.bundle)
 
     # ------------------------------------------------------------------ encoders
 
     def _require_bundle(self, what: str) -> ModelBundle:
         if self.bundle is None:
-            raise ConfigError(f"{what} needs a model bundle: open the collection with bundle=... (e.g. 'synthetic-world/v1')")
+            raise ConfigError(f"{what} needs a model bundle: open the collection with bundle=... (e.g. 'synthetic-world/v2')")
         return self.bundle
 
     def encode_text(self, texts: str | Sequence[str]) -> np.ndarray:
@@ -345,15 +349,8 @@ class VideoCollection:
             Up to ``limit`` :class:`VideoHit`, best first, one per video.
         """
         return self.search_batch(
-            [query],
-            limit=limit,
-            query_filter=query_filter,
-            candidates=candidates,
-            aggregation=aggregation,
-            rescore=rescore,
-            hybrid=hybrid,
-            score_threshold=score_threshold,
-            with_payload=with_payload,
+            [query], limit, query_filter, candidates=candidates, aggregation=aggregation, rescore=rescore,
+            hybrid=hybrid, score_threshold=score_threshold, with_payload=with_payload,
         )[0]
 
     def search_batch(

@@ -143,3 +143,36 @@ def test_cli_search_and_eval_use_the_same_names(
     assert "needs a trained X-Pool head" in capsys.readouterr().err
     assert main(["eval", *common, "--bundle", f"local-dir:{bundle.path}", "--aggregation", "xpool,xpool-identity,max", "--json"]) == 0
     assert set(json.loads(capsys.readouterr().out)["results"]) == {"xpool", "xpool-identity", "max"}
+
+
+def test_default_is_the_bundle_head_else_the_fallback(
+    headed: tuple[ModelBundle, XPoolHead], test_bundle: ModelBundle
+) -> None:
+    from vtr_qdrant.search.resolve import FALLBACK_AGGREGATION, default_aggregation
+
+    bundle, head = headed
+    assert _same_head(default_aggregation(bundle), head)
+    assert _same_head(VideoCollection(QdrantClient(":memory:"), "d", bundle).aggregation, head)
+    assert FALLBACK_AGGREGATION == "softmax"
+    assert type(default_aggregation(test_bundle)) is SoftmaxPooling and type(default_aggregation(None)) is SoftmaxPooling
+    assert type(VideoCollection(QdrantClient(":memory:"), "e", test_bundle).aggregation) is SoftmaxPooling
+    # an explicit choice still wins over the bundle's head
+    assert isinstance(VideoCollection(QdrantClient(":memory:"), "f", bundle, aggregation="mean").aggregation, MeanPooling)
+
+
+def test_the_shipped_bundle_has_a_query_adaptive_head() -> None:
+    from vtr_qdrant.model.bundle import DEFAULT_BUNDLE, resolve_bundle
+    from vtr_qdrant.search.resolve import default_aggregation
+
+    v2 = resolve_bundle(DEFAULT_BUNDLE)
+    v1 = resolve_bundle("synthetic-world/v1")
+    assert v2.manifest.xpool is not None and v2.manifest.xpool.adaptive
+    assert v2.towers_fingerprint == v1.towers_fingerprint  # v2 opens v1 collections
+    recipe = v2.manifest.source.recipe["xpool"]
+    assert recipe["train_seeds"] == [301, 302, 303] and recipe["script"] == "onnx_export.train_synthetic_head"
+    head = default_aggregation(v2)
+    assert isinstance(head, XPoolHead) and head.adaptive
+    # whole-video captions get flatter attention than scene captions
+    t = v2.text_encoder().encode(["a red circle moving left on a blue background", "red circle on blue, then green square on black"])
+    s = head.attention_scale(t)
+    assert s[1] < s[0]

@@ -41,7 +41,7 @@ def add_target_args(p: argparse.ArgumentParser, *, collection_required: bool = T
     where = g.add_mutually_exclusive_group()
     where.add_argument("--qdrant-path", default="./qdrant_data", help="embedded Qdrant folder (default ./qdrant_data)")
     where.add_argument("--qdrant-url", help="Qdrant server URL, e.g. http://localhost:6333 (API key: $QDRANT_API_KEY)")
-    p.add_argument("--bundle", help="model bundle: registry name (synthetic-world/v1) or local-dir:/path")
+    p.add_argument("--bundle", help="model bundle: registry name (synthetic-world/v2) or local-dir:/path")
 
 
 def print_json(obj: Any) -> None:

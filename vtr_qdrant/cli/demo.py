@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from ..model.bundle import DEFAULT_BUNDLE
 
 __all__ = ["run_demo", "add"]
 
@@ -26,7 +26,7 @@ def run_demo(
     out_dir: str | Path = "demo-output",
     *,
     n_videos: int = 40,
-    bundle: str = "synthetic-world/v1",
+    bundle: str = DEFAULT_BUNDLE,
     seed_index: int = 0,
     progress: bool = True,
     show: int = 3,
@@ -44,7 +44,8 @@ def run_demo(
     from qdrant_client import QdrantClient
 
     from ..collection import VideoCollection
-    from ..eval.metrics import evaluate_retrieval
+    from ..eval.evaluation import evaluate_collection
+    from ..search.resolve import resolve_aggregation
     from ..synthetic.captions import heldout_seed
     from ..synthetic.render import make_world
 
@@ -84,17 +85,19 @@ def run_demo(
                     f"  (shows: {peak_scene.caption})"
                 )
 
-        print(f"\n[4/4] retrieval quality of this run ({len(queries)} scene queries, {len(ids)} videos, two-stage search)")
-        texts = [q.text for q in queries]
-        col = {v: i for i, v in enumerate(ids)}
-        relevant = [{col[v] for v in q.relevant} for q in queries]
-        for agg in ("softmax", "max", "topk", "mean"):
-            scores = np.full((len(queries), len(ids)), -np.inf)
-            for qi, hits in enumerate(vc.search_batch(texts, limit=len(ids), aggregation=agg)):
-                for h in hits:
-                    scores[qi, col[h.video_id]] = h.score
-            m = evaluate_retrieval(scores, relevant)
-            print(f"   {agg:<8} R@1 {m['R@1']:.3f}   R@5 {m['R@5']:.3f}   MdR {m['MdR']:.1f}")
+        print(f"\n[4/4] retrieval quality of this run ({len(ids)} videos, two-stage search; the default is the "
+              f"bundle's aggregation, {vc.aggregation!r})")
+        names = ("softmax", "max", "mean", "xpool-identity")
+        aggs = {"default": vc.aggregation, **{n: resolve_aggregation(n, dim=vc.dim) for n in names}}
+        quality = evaluate_collection(vc, world.eval_queries(), aggs, modes=("two_stage",))
+        for name, per in quality["results"].items():
+            m = per["two_stage"]
+            kinds = m.get("by_kind", {})
+            iou = m.get("moments", {}).get("scene", {}).get("iou", float("nan"))
+            print(
+                f"   {name:<15} R@1 scene {kinds['scene']['R@1']:.3f}  whole-video {kinds['video']['R@1']:.3f}  "
+                f"mixed {kinds['mixed']['R@1']:.3f}   scene moment IoU {iou:.2f}"
+            )
         print(f"\ndone in {time.perf_counter() - t0:.1f} s")
         return 0
     finally:
@@ -110,6 +113,6 @@ def add(sub: Any) -> None:
     p = sub.add_parser("demo", help="end-to-end demo: generate videos, ingest them into embedded Qdrant, search")
     p.add_argument("--out", default="demo-output", help="working folder (videos, embedded Qdrant)")
     p.add_argument("--videos", type=int, default=40, help="how many synthetic videos")
-    p.add_argument("--bundle", default="synthetic-world/v1")
+    p.add_argument("--bundle", default=DEFAULT_BUNDLE)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd)

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ..errors import ConfigError
+from ..model.bundle import DEFAULT_BUNDLE
 from ..video.ffmpeg import DEFAULT_DECODE_TIMEOUT
 from .common import add_target_args, open_client
 
@@ -28,7 +29,7 @@ def _cmd(args: argparse.Namespace) -> int:
     # no sampling flags: a new collection gets the defaults, an existing one keeps what it records
     sampling = SamplingConfig(**given) if given else None
     with open_client(args) as client:
-        vc = VideoCollection(client, args.collection, args.bundle or "synthetic-world/v1", sampling=sampling)
+        vc = VideoCollection(client, args.collection, args.bundle or DEFAULT_BUNDLE, sampling=sampling)
         options = {"force": args.force, "progress": not args.no_progress}
         if args.timeout is not None:  # else IngestOptions' default
             options["timeout"] = args.timeout

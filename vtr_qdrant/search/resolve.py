@@ -31,6 +31,8 @@ from .xpool import XPoolHead
 
 __all__ = [
     "AGGREGATION_NAMES",
+    "FALLBACK_AGGREGATION",
+    "default_aggregation",
     "resolve_aggregation",
     "resolve_aggregations",
     "get_aggregator",
@@ -70,9 +72,10 @@ def bundle_head(bundle: ModelBundle | None) -> XPoolHead | None:
         head = _heads.get(key)
     if head is None:
         head = XPoolHead.load(bundle.file(spec.file))
-        if head.num_heads != spec.num_heads:
+        if head.num_heads != spec.num_heads or head.adaptive != spec.adaptive:
             raise ArtifactError(
-                f"bundle {bundle.name!r}: manifest says {spec.num_heads} X-Pool head(s), the weights {head.num_heads}"
+                f"bundle {bundle.name!r}: manifest says {spec.num_heads} X-Pool head(s), adaptive={spec.adaptive}; "
+                f"the weights have {head.num_heads}, adaptive={head.adaptive}"
             )
         with _heads_lock:
             head = _heads.setdefault(key, head)
@@ -110,6 +113,19 @@ def load_head(spec: str | os.PathLike[str] | ModelBundle, *, expected_fingerprin
             f"model {expected_fingerprint}: train a head for this collection's model"
         )
     return head
+
+
+#: what a collection aggregates with when nobody says: its bundle's trained head, else this
+FALLBACK_AGGREGATION = "softmax"
+
+
+def default_aggregation(bundle: ModelBundle | None, *, dim: int | None = None) -> Aggregator:
+    """A collection's default aggregation: the trained X-Pool head its bundle ships (``"xpool"``),
+    else :data:`FALLBACK_AGGREGATION` (parameter-free text-conditioned softmax pooling)."""
+    head = bundle_head(bundle)
+    if head is not None:
+        return resolve_aggregation(head, dim=dim)
+    return resolve_aggregation(FALLBACK_AGGREGATION, dim=dim)
 
 
 def resolve_aggregation(
