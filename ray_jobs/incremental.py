@@ -172,24 +172,14 @@ def stored_video_ids(vc: VideoCollection) -> set[str]:
 
 
 def split_unchanged(vc: VideoCollection, sources: Sequence[VideoSource], *, force: bool) -> tuple[list[VideoSource], list[VideoSource]]:
-    """``(todo, unchanged)``: a source is unchanged when its video is stored with the same
-    content hash and the collection's model fingerprint (sources with no hash are never unchanged)."""
+    """``(todo, unchanged)``: a source is unchanged when its video is stored whole (one complete
+    version, every segment) with the same content hash and the collection's model fingerprint
+    (sources with no hash are never unchanged); see :meth:`VideoStore.unchanged`."""
     if force or not sources:
         return list(sources), []
-    stored = vc.store.stored_payloads([s.video_id for s in sources])
-    fingerprint = vc.fingerprint
-    todo, same = [], []
-    for s in sources:
-        prev = stored.get(s.video_id)
-        if (
-            prev is not None
-            and s.content_hash is not None
-            and prev.get(Key.CONTENT_HASH) == s.content_hash
-            and prev.get(Key.MODEL_FINGERPRINT) == fingerprint
-        ):
-            same.append(s)
-        else:
-            todo.append(s)
+    same_ids = vc.store.unchanged({s.video_id: s.content_hash for s in sources})
+    todo = [s for s in sources if s.video_id not in same_ids]
+    same = [s for s in sources if s.video_id in same_ids]
     return todo, same
 
 

@@ -173,6 +173,9 @@ class RetryingBackend(StorageBackend):
     def scroll(self, name: str, query_filter: models.Filter | None, *, with_frames: bool, limit: int = 10_000) -> list[Candidate]:
         return self._call("scroll", lambda: self.inner.scroll(name, query_filter, with_frames=with_frames, limit=limit))  # type: ignore[no-any-return]
 
+    def set_payload(self, name: str, payload: dict[str, Any], ids: Sequence[str]) -> None:
+        self._call("set_payload", lambda: self.inner.set_payload(name, payload, ids))
+
     def delete(self, name: str, query_filter: models.Filter) -> None:
         self._call("delete", lambda: self.inner.delete(name, query_filter))
 

@@ -86,7 +86,7 @@ def test_segments_are_grouped_per_video(client, test_bundle):  # type: ignore[no
     long_frames = random_frames(rng, 30)
     ts = np.arange(30, dtype=np.float64) + 0.5
     ids = vc.upsert_embeddings("long", long_frames, ts, duration=30.0)
-    assert len(ids) == 3 and ids[0] == point_id("long", 0)
+    assert len(ids) == 3 and ids[0] == point_id("long", 0, vc.get("long").payload[Key.VERSION])  # type: ignore[union-attr]
     vc.upsert_embeddings("short", random_frames(rng, 5), np.arange(5) + 0.5)
     assert vc.count() == 2 and vc.count_points() == 4
     hits = vc.search(long_frames[25], limit=5, aggregation="max")

@@ -31,7 +31,7 @@ from .store.backend import StorageBackend
 from .store.plan import FRAMES_HNSW_EF, StageOneQuery
 from .store.qdrant import as_backend
 from .store.schema import CollectionSchema, create_collection, open_collection
-from .store.videos import EmbeddedVideo, StoredVideo, VideoStore
+from .store.videos import EmbeddedVideo, StoredVideo, VideoStore, current_versions
 from .video.sampling import SamplingConfig
 
 if TYPE_CHECKING:
@@ -388,7 +388,7 @@ class VideoCollection:
             )
             for v in vectors
         ]
-        results = self.backend.query(self.collection_name, stage1)
+        results = [current_versions(c) for c in self.backend.query(self.collection_name, stage1)]  # hide half-written videos
         if not self.stage_two.frames_with_stage_one:
             self.stage_two.attach_frames(self.backend, self.collection_name, [c for cands in results for c in cands])
         return [

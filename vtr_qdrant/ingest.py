@@ -157,6 +157,8 @@ class VideoWriter(Protocol):
 
     def stored_payloads(self, video_ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
 
+    def unchanged(self, content_hashes: Mapping[str, str | None]) -> set[str]: ...
+
     def upsert(self, videos: Iterable[EmbeddedVideo]) -> dict[str, list[str]]: ...
 
 
@@ -244,14 +246,11 @@ class _Ingestion:
                     self._fail(i, "input", VideoDecodeError(u, f"cannot read: {e}", reason="unreadable"))
                     continue
             todo.append(i)
-        stored = {} if self.opts.force else self.writer.stored_payloads([self.video_ids[i] for i in todo])
-        fingerprint = self.writer.fingerprint
+        same = set() if self.opts.force else self.writer.unchanged({self.video_ids[i]: self.hashes[self.video_ids[i]] for i in todo})
         remaining = []
         for i in todo:
-            vid = self.video_ids[i]
-            prev, h = stored.get(vid), self.hashes[vid]
-            if prev is not None and h is not None and prev.get(Key.CONTENT_HASH) == h and prev.get(Key.MODEL_FINGERPRINT) == fingerprint:
-                self.report.skipped.append(vid)
+            if self.video_ids[i] in same:
+                self.report.skipped.append(self.video_ids[i])
             else:
                 remaining.append(i)
         self.timing["hash"] = time.perf_counter() - t0

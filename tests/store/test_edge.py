@@ -188,7 +188,7 @@ def test_congruent_writes_deletes_and_reupserts(local, edge, test_bundle) -> Non
     # a long video re-ingested shorter loses its stale segments on both
     for vc in (lc, ec):
         ids = vc.upsert_embeddings("v3", videos["v3"][:12], np.arange(12) + 0.5)
-        assert ids == [point_id("v3", 0), point_id("v3", 1)]
+        assert ids == [point_id("v3", i, vc.get("v3").payload[Key.VERSION]) for i in range(2)]  # type: ignore[union-attr]
     assert lc.count_points() == ec.count_points() == 20
     assert lc.get("v3").point_ids == ec.get("v3").point_ids  # type: ignore[union-attr]
     # deletes
@@ -294,6 +294,7 @@ def test_backend_errors(edge: EdgeBackend) -> None:
 # ---------------------------------------------------------------------------- filter translation
 
 N_FILTER = 30
+
 GEO_BOX = models.GeoBoundingBox(
     top_left=models.GeoPoint(lon=10.45, lat=50.5), bottom_right=models.GeoPoint(lon=11.05, lat=49.5)
 )
@@ -322,7 +323,13 @@ def _hav_km(lon: float, lat: float, lon0: float, lat0: float) -> float:
 
 
 # (filter, predicate on the metadata of video i) — the predicate is the reference, independent of both engines
-FILTER_TABLE: list[tuple[str, models.Filter, Callable[[dict[str, Any]], bool]]] = [
+def _pid(vc: VideoCollection, video_id: str) -> str:
+    got = vc.get(video_id)
+    assert got is not None
+    return got.point_ids[0]
+
+
+FILTER_TABLE: list[tuple[str, models.Filter | Callable[[VideoCollection], models.Filter], Callable[[dict[str, Any]], bool]]] = [
     ("match keyword", models.Filter(must=[_mv("cat", "b")]), lambda m: m["cat"] == "b"),
     ("match int", models.Filter(must=[_mv("n", 7)]), lambda m: m["n"] == 7),
     ("match in array", models.Filter(must=[_mv("tags", "blue")]), lambda m: "blue" in m["tags"]),
@@ -400,14 +407,14 @@ FILTER_TABLE: list[tuple[str, models.Filter, Callable[[dict[str, Any]], bool]]] 
     ),
     (
         "has_id",
-        models.Filter(
-            must=[models.HasIdCondition(has_id=[point_id("v3"), point_id("v11"), point_id("nope")])]
+        lambda vc: models.Filter(  # point ids derive from each video's version token: look them up
+            must=[models.HasIdCondition(has_id=[_pid(vc, "v3"), _pid(vc, "v11"), point_id("nope")])]
         ),
         lambda m: m["n"] in (3, 11),
     ),
     (
         "must_not has_id",
-        models.Filter(must_not=[models.HasIdCondition(has_id=[point_id("v3")])]),
+        lambda vc: models.Filter(must_not=[models.HasIdCondition(has_id=[_pid(vc, "v3")])]),
         lambda m: m["n"] != 3,
     ),
     (
@@ -499,7 +506,8 @@ def filter_pair(
 def test_filter_translation_table(filter_pair: tuple[VideoCollection, VideoCollection]) -> None:
     lc, ec = filter_pair
     q = np.ones(32, np.float32)
-    for label, flt, pred in FILTER_TABLE:
+    for label, table_flt, pred in FILTER_TABLE:
+        flt = table_flt(lc) if callable(table_flt) else table_flt
         expected = sorted(f"v{i}" for i in range(N_FILTER) if pred(_meta(i)))
         got_local, got_edge = lc.count(flt), ec.count(flt)
         assert (got_local, got_edge) == (len(expected), len(expected)), label

@@ -1,7 +1,7 @@
 """The storage seam: what :class:`~vtr_qdrant.collection.VideoCollection` needs from a vector store.
 
 :class:`StorageBackend` is a small interface (create/inspect a collection, upsert, stage-1 query,
-scroll, delete, count). Two implementations execute it: :class:`~vtr_qdrant.store.qdrant.QdrantClientBackend`
+scroll, set payload, delete, count). Two implementations execute it: :class:`~vtr_qdrant.store.qdrant.QdrantClientBackend`
 over ``qdrant_client.QdrantClient`` (local mode or a server, the same code) and
 :class:`~vtr_qdrant.store.edge.EdgeBackend` over Qdrant Edge. Both run the same stage-1 plan
 (:mod:`vtr_qdrant.store.plan`). Filters are ``qdrant_client.models.Filter`` objects, passed through.
@@ -95,6 +95,10 @@ class StorageBackend(ABC):
     @abstractmethod
     def scroll(self, name: str, query_filter: models.Filter | None, *, with_frames: bool, limit: int = 10_000) -> list[Candidate]:
         """Every point matching the filter (score 0)."""
+
+    @abstractmethod
+    def set_payload(self, name: str, payload: dict[str, Any], ids: Sequence[str]) -> None:
+        """Set payload fields on the given points, in one request (``wait=True``)."""
 
     @abstractmethod
     def delete(self, name: str, query_filter: models.Filter) -> None:

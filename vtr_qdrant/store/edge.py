@@ -184,6 +184,11 @@ class EdgeBackend(EdgeShardFolder, StorageBackend):
                 break
         return out
 
+    def set_payload(self, name: str, payload: dict[str, Any], ids: Sequence[str]) -> None:
+        shard = self._shard(name)
+        shard.update(self._e.UpdateOperation.set_payload(list(ids), payload))
+        self._after_write(shard)
+
     def delete(self, name: str, query_filter: models.Filter) -> None:
         flt = translate_filter(query_filter)
         if flt is None:

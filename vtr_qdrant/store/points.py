@@ -8,6 +8,7 @@ that limit, so we enforce it here for every back end.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ __all__ = [
     "make_points",
     "frames_digest",
     "validate_frames",
+    "version_token",
 ]
 
 SCHEMA_VERSION = 1
@@ -58,6 +60,12 @@ class Key:
     MODEL_FINGERPRINT = "model_fingerprint"
     INGESTED_AT = "ingested_at"
     FRAMES_DIGEST = "frames_digest"
+    #: content token of one write of a video (see :func:`version_token`); absent on points written
+    #: before versioned writes existed (such a "legacy" video is one complete version)
+    VERSION = "version"
+    #: 0 while a version's segments are being written, 1 once every segment is stored; a version
+    #: with a 0 is invisible to search, counts and reads (absent: complete)
+    COMPLETE = "complete"
 
 
 RESERVED_KEYS = frozenset(v for k, v in vars(Key).items() if k.isupper())
@@ -80,9 +88,15 @@ class PointData:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
-def point_id(video_id: str, segment_index: int = 0) -> str:
-    """Deterministic point id: re-ingesting a video overwrites its points instead of duplicating them."""
-    return str(uuid.uuid5(_ID_NAMESPACE, f"{video_id}\x1f{segment_index}"))
+def point_id(video_id: str, segment_index: int = 0, version: str | None = None) -> str:
+    """Deterministic point id of one segment of one version of a video.
+
+    Re-writing the same version overwrites its points instead of duplicating them; a new version
+    gets new ids, so it is written beside the old one (which is deleted only once the new one is
+    complete). ``version=None`` gives the ids of points written before versions existed.
+    """
+    key = f"{video_id}\x1f{segment_index}" if version is None else f"{video_id}\x1f{version}\x1f{segment_index}"
+    return str(uuid.uuid5(_ID_NAMESPACE, key))
 
 
 def max_frames_per_point(dim: int) -> int:
@@ -129,6 +143,21 @@ def frames_digest(frames: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def version_token(video_id: str, frames: np.ndarray, timestamps: np.ndarray, **fields: Any) -> str:
+    """The content token of one write of a video: 16 hex chars of BLAKE2b over its id, frames,
+    timestamps and the other stored fields (``fields``, JSON-serialised with sorted keys).
+
+    Writing the same content again gives the same token (so the same point ids: idempotent); any
+    change of frames, metadata, uri, model or segmentation gives a new one.
+    """
+    h = hashlib.blake2b(digest_size=8)
+    h.update(video_id.encode("utf-8", "surrogatepass"))
+    h.update(frames_digest(frames).encode())
+    h.update(np.ascontiguousarray(timestamps, dtype=np.float64).tobytes())
+    h.update(json.dumps(fields, sort_keys=True, default=str, allow_nan=True).encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
 def make_points(
     video_id: str,
     frames: np.ndarray,
@@ -140,6 +169,7 @@ def make_points(
     duration: float | None = None,
     content_hash: str | None = None,
     segment_seconds: float | None = None,
+    version: str | None = None,
 ) -> list[PointData]:
     """Turn one video's validated embeddings into points (one per segment).
 
@@ -152,6 +182,8 @@ def make_points(
         uri, duration, content_hash: stored as given.
         segment_seconds: cut the video into windows of this many seconds (None: only the
             multivector limit splits it).
+        version: the write's :func:`version_token` (stored with ``complete=1``; the writer lowers
+            it to 0 while the version is being written). None: unversioned points (legacy ids).
     """
     meta = dict(metadata or {})
     clash = RESERVED_KEYS.intersection(meta)
@@ -161,7 +193,7 @@ def make_points(
         )
     dim = frames.shape[1]
     spans = segment_spans(timestamps, duration=duration, max_frames=max_frames_per_point(dim), segment_seconds=segment_seconds)
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
     points = []
     for i, (a, b, seg_start, seg_end) in enumerate(spans):
         seg = frames[a:b]
@@ -182,5 +214,8 @@ def make_points(
             Key.INGESTED_AT: now,
             Key.FRAMES_DIGEST: frames_digest(seg),
         }
-        points.append(PointData(point_id(video_id, i), seg, pooled.astype(np.float32), payload))
+        if version is not None:
+            payload[Key.VERSION] = version
+            payload[Key.COMPLETE] = 1
+        points.append(PointData(point_id(video_id, i, version), seg, pooled.astype(np.float32), payload))
     return points

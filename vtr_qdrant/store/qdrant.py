@@ -178,6 +178,9 @@ class QdrantClientBackend(StorageBackend):
                 out[str(r.id)] = f
         return out
 
+    def set_payload(self, name: str, payload: dict[str, Any], ids: Sequence[str]) -> None:
+        self.client.set_payload(name, payload=payload, points=list(ids), wait=True)
+
     def delete(self, name: str, query_filter: models.Filter) -> None:
         self.client.delete(name, points_selector=models.FilterSelector(filter=query_filter), wait=True, timeout=self.timeout)
 

@@ -55,6 +55,7 @@ def create_collection(backend: StorageBackend, name: str, schema: CollectionSche
     backend.create_payload_index(name, Key.VIDEO_ID, "keyword")
     backend.create_payload_index(name, Key.CONTENT_HASH, "keyword")
     backend.create_payload_index(name, Key.SEGMENT_INDEX, "integer")
+    backend.create_payload_index(name, Key.COMPLETE, "integer")
 
 
 def open_collection(

@@ -15,10 +15,10 @@ import numpy as np
 from qdrant_client import models
 
 from ..errors import InvalidInputError
-from .backend import StorageBackend
-from .points import Key, PointData, make_points, validate_frames
+from .backend import Candidate, StorageBackend
+from .points import Key, PointData, make_points, validate_frames, version_token
 
-__all__ = ["EmbeddedVideo", "StoredVideo", "VideoStore", "video_filter"]
+__all__ = ["EmbeddedVideo", "StoredVideo", "VideoState", "VideoStore", "WRITING", "current_versions", "video_filter"]
 
 #: points per upsert request (12x512 frames: ~1.6 MB of JSON per request on a server)
 UPSERT_BATCH_POINTS = 64
@@ -69,13 +69,79 @@ def video_filter(video_id: str) -> models.Filter:
     return models.Filter(must=[models.FieldCondition(key=Key.VIDEO_ID, match=models.MatchValue(value=video_id))])
 
 
-def _first_segments(video_ids: Sequence[str]) -> models.Filter:
-    return models.Filter(
-        must=[
-            models.FieldCondition(key=Key.VIDEO_ID, match=models.MatchAny(any=list(video_ids))),
-            models.FieldCondition(key=Key.SEGMENT_INDEX, match=models.MatchValue(value=0)),
-        ]
-    )
+#: the condition of points whose version is still being written (``must_not`` it to hide them)
+WRITING = models.FieldCondition(key=Key.COMPLETE, match=models.MatchValue(value=0))
+
+
+def _complete(payload: Mapping[str, Any]) -> bool:
+    return payload.get(Key.COMPLETE, 1) != 0
+
+
+def _version_order(payload: Mapping[str, Any]) -> tuple[str, str]:
+    """Newer versions sort higher: by write time (microsecond ISO), then token."""
+    return str(payload.get(Key.INGESTED_AT) or ""), str(payload.get(Key.VERSION) or "")
+
+
+def current_versions(cands: Sequence[Candidate]) -> list[Candidate]:
+    """Drop points a reader must not see: those of versions still being written, and those of a
+    video's older complete version while a newer one is replacing it. Order is kept."""
+    newest: dict[str, tuple[str, str]] = {}
+    for c in cands:
+        if _complete(c.payload):
+            vid, o = str(c.payload.get(Key.VIDEO_ID, c.id)), _version_order(c.payload)
+            if vid not in newest or o > newest[vid]:
+                newest[vid] = o
+    if not newest:
+        return []
+    return [
+        c for c in cands
+        if _complete(c.payload) and str(c.payload.get(Key.VERSION) or "") == newest[str(c.payload.get(Key.VIDEO_ID, c.id))][1]
+    ]
+
+
+@dataclass
+class VideoState:
+    """How one video is stored, from its points' payloads.
+
+    Attributes:
+        versions: version token -> segment indexes stored ("" for points written before versions).
+        incomplete: versions with a point still marked ``complete=0`` (a write in flight, or one a
+            crash interrupted).
+        payload: first-segment payload of the current (newest complete) version, or None.
+        segment_count: segments the current version should have.
+        missing_segments: segment indexes of the current version that are not stored.
+    """
+
+    versions: dict[str, list[int]]
+    incomplete: list[str]
+    payload: dict[str, Any] | None
+    segment_count: int
+    missing_segments: list[int]
+
+    @classmethod
+    def of(cls, recs: Sequence[Candidate]) -> VideoState:
+        versions: dict[str, list[int]] = {}
+        incomplete: set[str] = set()
+        for r in recs:
+            v = str(r.payload.get(Key.VERSION) or "")
+            versions.setdefault(v, []).append(int(r.payload.get(Key.SEGMENT_INDEX, 0)))
+            if not _complete(r.payload):
+                incomplete.add(v)
+        cur = sorted(current_versions(recs), key=lambda r: r.payload.get(Key.SEGMENT_INDEX, 0))
+        n = int(cur[0].payload.get(Key.SEGMENT_COUNT, len(cur))) if cur else 0
+        have = {int(r.payload.get(Key.SEGMENT_INDEX, 0)) for r in cur}
+        return cls(
+            {v: sorted(ix) for v, ix in versions.items()},
+            sorted(incomplete),
+            next((r.payload for r in cur if r.payload.get(Key.SEGMENT_INDEX, 0) == 0), cur[0].payload if cur else None),
+            n,
+            [i for i in range(n) if i not in have],
+        )
+
+    @property
+    def whole(self) -> bool:
+        """Exactly one version, complete, with every segment: nothing for a re-run to repair."""
+        return len(self.versions) == 1 and not self.incomplete and self.payload is not None and not self.missing_segments
 
 
 class VideoStore:
@@ -110,10 +176,7 @@ class VideoStore:
     def points_for(self, video: EmbeddedVideo) -> list[PointData]:
         """Validate one video and turn it into its points (one per segment); writes nothing."""
         frames, ts = validate_frames(video.video_id, video.frames, video.timestamps, self.dim)
-        return make_points(
-            video.video_id,
-            frames,
-            ts,
+        fields: dict[str, Any] = dict(
             model_fingerprint=self.fingerprint or "",
             metadata=video.metadata,
             uri=video.uri,
@@ -121,10 +184,25 @@ class VideoStore:
             content_hash=video.content_hash,
             segment_seconds=self.segment_seconds,
         )
+        return make_points(video.video_id, frames, ts, **fields, version=version_token(video.video_id, frames, ts, **fields))
 
     def upsert(self, videos: Iterable[EmbeddedVideo]) -> dict[str, list[str]]:
-        """Store videos; every video is validated before anything is written (idempotent: a
-        re-upserted video replaces its points).
+        """Store videos, crash-consistently; every video is validated before anything is written.
+
+        The write protocol (one version of a video is what search, counts, reads and the skip check
+        see, whatever instant the process dies at):
+
+        1. each video's points get its :func:`~vtr_qdrant.store.points.version_token` (point ids
+           derive from it, so a new version lands beside the old one) and ``complete=0``;
+        2. the points are upserted in requests of :data:`UPSERT_BATCH_POINTS`;
+        3. video by video, one ``set_payload`` request flips its points to ``complete=1``, and
+           right after it its other points (older versions, leftovers of a crashed write) are deleted.
+
+        Writing a version that is already stored and complete overwrites it in place with
+        ``complete=1`` (same content, same ids), so it never disappears. Between a video's flip and
+        its delete two complete versions coexist; readers keep the newest (:func:`current_versions`),
+        only :meth:`count` sees both (a crash at that instant leaves one video counted twice until
+        the re-run, which repairs it, or ``vtr-qdrant verify --repair``).
 
         Returns:
             ``{video_id: [point ids]}``.
@@ -137,24 +215,36 @@ class VideoStore:
             if v.video_id in per_video:
                 raise InvalidInputError(f"video_id {v.video_id!r} appears twice in one batch")
             per_video[v.video_id] = self.points_for(v)
+        before = self._points_by_video(list(per_video), with_frames=False)
+        pending: list[str] = []  # videos whose version is new or was left incomplete
+        for vid, pts in per_video.items():
+            stored = {c.id: c for c in before.get(vid, [])}
+            if not all(p.id in stored and _complete(stored[p.id].payload) for p in pts):
+                pending.append(vid)
+                for p in pts:
+                    p.payload[Key.COMPLETE] = 0
         flat = [p for pts in per_video.values() for p in pts]
         for i in range(0, len(flat), UPSERT_BATCH_POINTS):
             self.backend.upsert(self.collection_name, flat[i : i + UPSERT_BATCH_POINTS])
-        # A re-ingested video may have fewer segments than before: drop the stale ones, after the
-        # new points are durable, so a crash in between never loses the video. One scroll per batch
-        # (not a count per video: a filtered count is a full scan in local mode).
-        self._delete_stale_segments(per_video)
+        keep = {p.id for p in flat}
+        for vid, pts in per_video.items():
+            if vid in pending:  # one request per video: the video flips to its new version at once
+                self.backend.set_payload(self.collection_name, {Key.COMPLETE: 1}, [p.id for p in pts])
+                for p in pts:
+                    p.payload[Key.COMPLETE] = 1
+            stale = [c.id for c in before.get(vid, []) if c.id not in keep]
+            for i in range(0, len(stale), 1024):  # right after the flip: at most one video has two versions
+                self.backend.delete(self.collection_name, models.Filter(must=[models.HasIdCondition(has_id=stale[i : i + 1024])]))  # type: ignore[list-item]
         return {vid: [p.id for p in pts] for vid, pts in per_video.items()}
 
-    def _delete_stale_segments(self, per_video: Mapping[str, list[PointData]]) -> None:
-        keep = {p.id for pts in per_video.values() for p in pts}
-        vids = list(per_video)
-        stale: list[str] = []
-        for i in range(0, len(vids), 256):
-            f = models.Filter(must=[models.FieldCondition(key=Key.VIDEO_ID, match=models.MatchAny(any=vids[i : i + 256]))])
-            stale += [c.id for c in self.backend.scroll(self.collection_name, f, with_frames=False) if c.id not in keep]
-        if stale:
-            self.backend.delete(self.collection_name, models.Filter(must=[models.HasIdCondition(has_id=stale)]))  # type: ignore[list-item]
+    def _points_by_video(self, video_ids: Sequence[str], *, with_frames: bool) -> dict[str, list[Candidate]]:
+        """Every stored point of those videos (all versions, complete or not), by video id."""
+        out: dict[str, list[Candidate]] = {}
+        for i in range(0, len(video_ids), 256):
+            f = models.Filter(must=[models.FieldCondition(key=Key.VIDEO_ID, match=models.MatchAny(any=list(video_ids[i : i + 256])))])
+            for c in self.backend.scroll(self.collection_name, f, with_frames=with_frames, limit=2**62):
+                out.setdefault(str(c.payload.get(Key.VIDEO_ID)), []).append(c)
+        return out
 
     def delete(self, video_id: str) -> int:
         """Delete a video (all its segments). Returns how many points were removed."""
@@ -167,8 +257,10 @@ class VideoStore:
     # ------------------------------------------------------------------ reads
 
     def get(self, video_id: str, *, with_frames: bool = True) -> StoredVideo | None:
-        """A stored video (segments concatenated in time order), or None if absent."""
-        recs = self.backend.scroll(self.collection_name, video_filter(video_id), with_frames=with_frames)
+        """A stored video's current version (segments concatenated in time order), or None if
+        absent or only incompletely written."""
+        recs = self.backend.scroll(self.collection_name, video_filter(video_id), with_frames=with_frames, limit=2**62)
+        recs = current_versions(recs)
         if not recs:
             return None
         recs.sort(key=lambda r: r.payload.get(Key.SEGMENT_INDEX, 0))
@@ -180,18 +272,35 @@ class VideoStore:
         ts = np.concatenate([np.asarray(r.payload.get(Key.TIMESTAMPS, []), dtype=np.float64) for r in recs])
         return StoredVideo(video_id, frames, ts, recs[0].payload, [r.id for r in recs])
 
+    def states(self, video_ids: Sequence[str]) -> dict[str, VideoState]:
+        """How each of those videos is stored (absent ids are left out); see :class:`VideoState`."""
+        return {vid: VideoState.of(recs) for vid, recs in self._points_by_video(video_ids, with_frames=False).items()}
+
     def stored_payloads(self, video_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """First-segment payloads of those videos already in the collection, by video id."""
-        found: dict[str, dict[str, Any]] = {}
-        for i in range(0, len(video_ids), 256):
-            for c in self.backend.scroll(self.collection_name, _first_segments(video_ids[i : i + 256]), with_frames=False):
-                found[str(c.payload.get(Key.VIDEO_ID))] = c.payload
-        return found
+        """First-segment payloads of the current versions of those videos that are stored, by id."""
+        return {vid: st.payload for vid, st in self.states(video_ids).items() if st.payload is not None}
+
+    def unchanged(self, content_hashes: Mapping[str, str | None]) -> set[str]:
+        """Videos that need no re-ingestion: stored :attr:`VideoState.whole` (one complete version,
+        every segment) with this content hash and this store's model fingerprint. A video without a
+        hash (a URL) is never unchanged."""
+        want = {vid: h for vid, h in content_hashes.items() if h is not None}
+        out = set()
+        for vid, st in self.states(list(want)).items():
+            p = st.payload
+            if st.whole and p is not None and p.get(Key.CONTENT_HASH) == want[vid] and p.get(Key.MODEL_FINGERPRINT) == (self.fingerprint or ""):
+                out.add(vid)
+        return out
 
     def count(self, query_filter: models.Filter | None = None) -> int:
-        """Number of videos (not points) matching an optional filter."""
+        """Number of videos (not points) matching an optional filter.
+
+        Versions still being written are not counted; a video caught between its new version's flip
+        and its old version's delete (a moment during a re-write, or after a crash at that moment)
+        counts twice.
+        """
         first = models.FieldCondition(key=Key.SEGMENT_INDEX, match=models.MatchValue(value=0))
-        f = models.Filter(must=[first, *([query_filter] if query_filter is not None else [])])
+        f = models.Filter(must=[first, *([query_filter] if query_filter is not None else [])], must_not=[WRITING])
         return self.backend.count(self.collection_name, f)
 
     def count_points(self) -> int:
