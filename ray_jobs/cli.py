@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from vtr_qdrant.errors import ConfigError, VtrError
+from vtr_qdrant.errors import ConfigError, StorageError, VtrError
 from vtr_qdrant.model.bundle import DEFAULT_BUNDLE
 
 __all__ = ["main", "build_parser", "overrides_from_args", "cli_ingest"]
@@ -122,7 +122,7 @@ def _run(config_path: str | None, overrides: dict[str, Any], report_copy: str | 
         report = run_job(cfg)
     except VtrError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, (ConfigError, ValueError)) else 1
+        return 2 if isinstance(e, (ConfigError, ValueError, StorageError)) else 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -17,7 +17,7 @@ import numpy as np
 
 from vtr_qdrant.video.sampling import SamplingConfig
 
-from .rows import Col, clear_error, set_error
+from .rows import Col, clear_error, row_source, set_error
 from .sources import staged
 
 __all__ = ["DecodeParams", "decode_row"]
@@ -55,7 +55,7 @@ def decode_row(row: dict[str, Any], *, params: DecodeParams) -> dict[str, Any]:
     out = dict(row)
     t0 = time.perf_counter()
     try:
-        with staged(str(row[Col.URI]), staging_dir=params.staging_dir) as local:
+        with staged(row_source(row), staging_dir=params.staging_dir) as local:
             frames = sample_frames(
                 local,
                 num_frames=params.sampling.num_frames,

@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -31,8 +30,9 @@ from vtr_qdrant.errors import VideoDecodeError
 from vtr_qdrant.ingest import VideoFailure
 from vtr_qdrant.model.bundle import resolve_bundle
 from vtr_qdrant.store.backend import StorageBackend
-from vtr_qdrant.store.qdrant import QdrantClientBackend
+from vtr_qdrant.store.qdrant import QdrantClientBackend, open_local_client
 from vtr_qdrant.video.sampling import SamplingConfig
+from vtr_qdrant.video.source import display_name, open_regular
 
 from .config import JobConfig
 from .decode import DecodeParams, decode_row
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 def open_target_client(cfg: JobConfig) -> Any:
     """The driver's handle on the target: a ``QdrantClient`` for the server (``qdrant.url``) or the
     embedded folder (``qdrant.path``), an :class:`~vtr_qdrant.store.edge.EdgeBackend` for ``qdrant.edge_path``."""
-    from qdrant_client import QdrantClient
 
     if cfg.qdrant.url is not None:
         return ServerClientFactory.from_target(cfg.qdrant)()
@@ -58,9 +57,8 @@ def open_target_client(cfg: JobConfig) -> Any:
         from vtr_qdrant.store.edge import EdgeBackend
 
         return EdgeBackend(cfg.qdrant.edge_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # local-mode notices
-        return QdrantClient(path=cfg.qdrant.path)
+    assert cfg.qdrant.path is not None  # QdrantTarget validation: exactly one target is set
+    return open_local_client(cfg.qdrant.path)  # a StorageError if another process holds the folder
 
 
 def ensure_ray(cfg: JobConfig) -> bool:
@@ -153,17 +151,19 @@ def build_dataset(
 
 
 def _input_failure(s: VideoSource) -> VideoFailure | None:
-    """Local sources that cannot even be read are reported without a decode task (stage ``input``)."""
+    """Local sources that cannot even be read are reported without a decode task (stage ``input``):
+    missing files, broken links, link loops, folders, FIFOs, devices... (never opened)."""
     if s.content_hash is not None or is_remote(s.uri):
         return None
     path = s.uri[len("file://") :] if s.uri.startswith("file://") else s.uri
-    if not os.path.exists(path):
-        e = VideoDecodeError(s.uri, "no such file", reason="not_found")
-    elif os.path.isdir(path):
-        e = VideoDecodeError(s.uri, "is a directory, not a video file", reason="is_directory")
-    else:
-        e = VideoDecodeError(s.uri, "cannot read the file", reason="unreadable")
-    return VideoFailure(uri=s.uri, video_id=s.video_id, stage="input", error_type=type(e).__name__, reason=e.reason, message=str(e))
+    try:
+        open_regular(path).close()
+        e: VideoDecodeError = VideoDecodeError(display_name(s.uri), "cannot read the file", reason="unreadable")
+    except VideoDecodeError as refused:
+        e = refused
+    except OSError as err:
+        e = VideoDecodeError(display_name(s.uri), f"cannot read the file: {err}", reason="unreadable")
+    return VideoFailure(uri=display_name(s.uri), video_id=s.video_id, stage="input", error_type=type(e).__name__, reason=e.reason, message=str(e))
 
 
 def _open_collection(client: Any, cfg: JobConfig, target: Target, bundle: Any) -> VideoCollection:

@@ -8,17 +8,20 @@ the writer can report it; nothing raises out of a stage for a bad video.
 
 from __future__ import annotations
 
+import base64
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vtr_qdrant.errors import VtrError
+from vtr_qdrant.video.source import display_name
 
 if TYPE_CHECKING:
     from vtr_qdrant.ingest import VideoFailure
 
-__all__ = ["Col", "set_error", "row_failure", "has_error", "STAGES"]
+__all__ = ["Col", "set_error", "row_failure", "has_error", "uri_cells", "row_source", "STAGES"]
 
 STAGES = ("input", "decode", "encode", "upsert")
 
@@ -26,7 +29,8 @@ STAGES = ("input", "decode", "encode", "upsert")
 class Col:
     """Row columns."""
 
-    URI = "uri"
+    URI = "uri"  # always valid UTF-8 (display_name of a local path)
+    URI_BYTES = "uri_bytes"  # base64 of the path's bytes when the name is not UTF-8, else ""
     VIDEO_ID = "video_id"
     METADATA = "metadata"  # JSON text
     CONTENT_HASH = "content_hash"  # "" when unknown
@@ -51,7 +55,7 @@ def set_error(row: dict[str, Any], stage: str, e: BaseException) -> dict[str, An
     row[Col.ERROR_STAGE] = stage
     row[Col.ERROR_TYPE] = type(e).__name__
     row[Col.ERROR_REASON] = str(reason)
-    row[Col.ERROR_MESSAGE] = str(e) or repr(e)
+    row[Col.ERROR_MESSAGE] = display_name(str(e) or repr(e))  # Arrow strings must be valid UTF-8
     return row
 
 
@@ -60,6 +64,19 @@ def clear_error(row: dict[str, Any]) -> dict[str, Any]:
     for c in ERROR_COLUMNS:
         row[c] = ""
     return row
+
+
+def uri_cells(uri: str) -> dict[str, str]:
+    """The ``uri`` and ``uri_bytes`` cells of a source (lossless for names that are not UTF-8)."""
+    shown = display_name(uri)
+    raw = base64.b64encode(os.fsencode(uri)).decode("ascii") if shown != uri else ""
+    return {Col.URI: shown, Col.URI_BYTES: raw}
+
+
+def row_source(row: Mapping[str, Any]) -> str:
+    """The path or URI to open for a row: its exact name, undecodable bytes included."""
+    raw = scalar_str(row.get(Col.URI_BYTES))
+    return os.fsdecode(base64.b64decode(raw)) if raw else scalar_str(row[Col.URI])
 
 
 def has_error(row: Mapping[str, Any]) -> bool:

@@ -33,7 +33,7 @@ from vtr_qdrant.store.videos import EmbeddedVideo
 
 from .config import QdrantTarget, WriteConfig
 from .retry import RetryingBackend, RetryPolicy
-from .rows import Col, batch_rows, has_error, row_failure, scalar_str, set_error
+from .rows import Col, batch_rows, has_error, row_failure, row_source, scalar_str, set_error
 
 __all__ = [
     "WriteStats",
@@ -69,7 +69,7 @@ def _embedded(row: dict[str, Any]) -> EmbeddedVideo:
         frames=np.asarray(row[Col.FRAMES], dtype=np.float32),
         timestamps=np.asarray(row[Col.TIMESTAMPS], dtype=np.float64),
         metadata=meta,
-        uri=scalar_str(row[Col.URI]),
+        uri=row_source(row),
         duration=duration if math.isfinite(duration) else None,
         content_hash=scalar_str(row[Col.CONTENT_HASH]) or None,
     )

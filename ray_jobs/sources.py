@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vtr_qdrant.errors import ConfigError, InvalidInputError, VideoDecodeError
+from vtr_qdrant.errors import ConfigError, InvalidInputError, VideoDecodeError, VtrError
 from vtr_qdrant.ingest import VIDEO_EXTENSIONS, expand_sources, file_content_hash
 from vtr_qdrant.store.points import RESERVED_KEYS
+from vtr_qdrant.video.source import default_video_id, display_name
 
 from .config import JobConfig
-from .rows import Col
+from .rows import Col, uri_cells
 
 __all__ = ["VideoSource", "list_sources", "read_manifest", "is_remote", "staged", "content_hash"]
 
@@ -95,9 +96,9 @@ def content_hash(uri: str) -> str | None:
         if info.type != pafs.FileType.File:
             return None
         return _remote_hash(info.size, info.mtime_ns)
-    try:
+    try:  # refuses FIFOs, devices, loops from their stat: never blocks
         return file_content_hash(_local_path(uri))
-    except OSError:
+    except (OSError, VtrError):
         return None
 
 
@@ -141,14 +142,15 @@ def _expand_remote(uri: str) -> list[tuple[str, str | None]]:
 
 
 def _derive_id(uri: str, root: str | None, how: str) -> str:
+    """A source's video id (always valid UTF-8: undecodable name bytes are escaped)."""
     if how == "stem":
-        return Path(uri.rstrip("/")).stem
+        return display_name(Path(uri.rstrip("/")).stem)
     if how == "relative" and root is not None:
         rel = os.path.relpath(uri, root) if not is_remote(uri) else uri[len(root) :].lstrip("/")
-        return rel.replace(os.sep, "/")
+        return display_name(rel.replace(os.sep, "/"))
     if is_remote(uri):
         return uri
-    return str(Path(_local_path(uri)).resolve())
+    return default_video_id(_local_path(uri))  # never raises, even on a symlink loop
 
 
 def _read_table(uri: str) -> Any:
@@ -241,7 +243,7 @@ def list_sources(cfg: JobConfig, *, hash_workers: int = 4) -> list[VideoSource]:
             listed = _expand_remote(src)
         else:
             local = _local_path(src)
-            root = str(Path(local).resolve()) if Path(local).is_dir() else None
+            root = os.path.realpath(local) if os.path.isdir(local) else None
             listed = [(u, None) for u in expand_sources([local])]
         found += [VideoSource(u, _derive_id(u, root, cfg.video_id), dict(cfg.metadata), h) for u, h in listed]
     if cfg.manifest is not None:
@@ -304,7 +306,7 @@ def sources_to_rows(sources: Sequence[VideoSource]) -> list[dict[str, Any]]:
     """Rows of the first Ray dataset (metadata travels as JSON text: one stable column type)."""
     return [
         {
-            Col.URI: s.uri,
+            **uri_cells(s.uri),
             Col.VIDEO_ID: s.video_id,
             Col.METADATA: json.dumps(s.metadata, default=str),
             Col.CONTENT_HASH: s.content_hash or "",

@@ -15,17 +15,15 @@ import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidInputError, VideoDecodeError, VtrError
-from .store.points import Key
 from .store.videos import EmbeddedVideo
 from .video.ffmpeg import DEFAULT_DECODE_TIMEOUT
-from .video.source import VIDEO_EXTENSIONS, expand_sources, file_content_hash
+from .video.source import VIDEO_EXTENSIONS, default_video_id, display_name, expand_sources, file_content_hash
 
 if TYPE_CHECKING:
     from .model.encoders import FrameEncoder
@@ -205,7 +203,7 @@ class _Ingestion:
         self.t_start = time.perf_counter()
         self.writer, self.encoder, self.sampling, self.opts = writer, encoder, sampling, opts
         self.paths = [os.fspath(u) for u in uris]
-        ids = [str(Path(u).resolve()) if "://" not in u else u for u in self.paths] if video_ids is None else list(video_ids)
+        ids = [default_video_id(u) if "://" not in u else u for u in self.paths] if video_ids is None else list(video_ids)
         if len(ids) != len(self.paths):
             raise InvalidInputError(f"got {len(ids)} video_ids for {len(self.paths)} uris")
         if len(set(ids)) != len(ids):
@@ -223,27 +221,23 @@ class _Ingestion:
         self.pending: list[tuple[int, SampledFrames]] = []
 
     def _fail(self, i: int, stage: str, e: BaseException) -> None:
-        self.report.failed.append(_failure(self.paths[i], self.video_ids[i], stage, e))
+        self.report.failed.append(_failure(display_name(self.paths[i]), self.video_ids[i], stage, e))
 
     def check_sources(self) -> list[int]:
         """Hash each source and skip unchanged ones (same content hash and model); returns what is left."""
         t0 = time.perf_counter()
         todo: list[int] = []
         for i, (u, vid) in enumerate(zip(self.paths, self.video_ids)):
-            p = Path(u)
             if "://" in u:
                 self.hashes[vid] = None
-            elif not p.exists():
-                self._fail(i, "input", VideoDecodeError(u, "no such file", reason="not_found"))
-                continue
-            elif p.is_dir():
-                self._fail(i, "input", VideoDecodeError(u, "is a directory, not a video file", reason="is_directory"))
-                continue
             else:
-                try:
-                    self.hashes[vid] = file_content_hash(p)
+                try:  # refuses FIFOs, devices, loops... from their stat: never opened, never blocks
+                    self.hashes[vid] = file_content_hash(u)
+                except VideoDecodeError as e:
+                    self._fail(i, "input", e)
+                    continue
                 except OSError as e:
-                    self._fail(i, "input", VideoDecodeError(u, f"cannot read: {e}", reason="unreadable"))
+                    self._fail(i, "input", VideoDecodeError(display_name(u), f"cannot read: {e}", reason="unreadable"))
                     continue
             todo.append(i)
         same = set() if self.opts.force else self.writer.unchanged({self.video_ids[i]: self.hashes[self.video_ids[i]] for i in todo})

@@ -18,16 +18,14 @@ def open_client(args: argparse.Namespace) -> Iterator[Any]:
 
     An embedded (path) client holds a lock on its folder until closed.
     """
-    import warnings
-
     from qdrant_client import QdrantClient
+
+    from ..store.qdrant import open_local_client
 
     if getattr(args, "qdrant_url", None):
         client = QdrantClient(url=args.qdrant_url, api_key=os.environ.get("QDRANT_API_KEY"))
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # local-mode notices
-            client = QdrantClient(path=args.qdrant_path)
+        client = open_local_client(args.qdrant_path)
     try:
         yield client
     finally:

@@ -7,8 +7,11 @@ that limit, so we enforce it here for every back end.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import math
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +22,8 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..video.frames import segment_spans  # one segmentation rule for decoding and storage
+from ..video.source import display_name
+from .payload import check_metadata, check_text
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -35,6 +40,7 @@ __all__ = [
     "frames_digest",
     "validate_frames",
     "version_token",
+    "source_of",
 ]
 
 SCHEMA_VERSION = 1
@@ -50,6 +56,9 @@ class Key:
 
     VIDEO_ID = "video_id"
     URI = "uri"
+    #: base64 of the source path's bytes (``os.fsencode``), only when the name is not UTF-8 (``uri``
+    #: then holds its escaped form, :func:`~vtr_qdrant.video.source.display_name`)
+    URI_BYTES = "uri_bytes"
     DURATION = "duration"
     SEGMENT_INDEX = "segment_index"
     SEGMENT_COUNT = "segment_count"
@@ -99,6 +108,16 @@ def point_id(video_id: str, segment_index: int = 0, version: str | None = None) 
     return str(uuid.uuid5(_ID_NAMESPACE, key))
 
 
+def source_of(payload: Mapping[str, Any]) -> str | None:
+    """The stored source as a path this OS can open: ``uri``, or the exact original name (with
+    its undecodable bytes, as ``os.fsdecode`` represents them) when ``uri_bytes`` is present."""
+    raw = payload.get(Key.URI_BYTES)
+    if raw:
+        return os.fsdecode(base64.b64decode(raw))
+    uri = payload.get(Key.URI)
+    return None if uri is None else str(uri)
+
+
 def max_frames_per_point(dim: int) -> int:
     """Most frames one multivector point may hold at this dimension (2047 at 512-d)."""
     return (MAX_MULTIVECTOR_FLOATS - 1) // dim
@@ -108,6 +127,7 @@ def validate_frames(video_id: Any, frames: Any, timestamps: Any, dim: int) -> tu
     """Check one video's embeddings; returns ``(frames (F, D) float32 normalised, timestamps (F,) float64)``."""
     if not isinstance(video_id, str) or not video_id:
         raise InvalidInputError(f"video_id must be a non-empty str, got {video_id!r}")
+    check_text(video_id, "video_id")
     f = np.asarray(frames)
     if f.ndim != 2 or f.shape[1] != dim:
         raise InvalidInputError(f"video {video_id!r}: frames must have shape (F, {dim}), got {f.shape}")
@@ -185,12 +205,23 @@ def make_points(
         version: the write's :func:`version_token` (stored with ``complete=1``; the writer lowers
             it to 0 while the version is being written). None: unversioned points (legacy ids).
     """
-    meta = dict(metadata or {})
+    meta = check_metadata(metadata, where=f"video {video_id!r} metadata")
     clash = RESERVED_KEYS.intersection(meta)
     if clash:
         raise InvalidInputError(
             f"video {video_id!r}: metadata keys {sorted(clash)} are reserved by vtr-qdrant; rename them"
         )
+    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float, np.number))
+                                 or not math.isfinite(float(duration)) or float(duration) < 0):
+        raise InvalidInputError(f"video {video_id!r}: duration must be a finite number of seconds >= 0 or None, got {duration!r}")
+    duration = None if duration is None else float(duration)
+    uri_fields: dict[str, Any] = {Key.URI: None}
+    if uri is not None:
+        uri_fields[Key.URI] = display_name(uri)
+        if uri_fields[Key.URI] != uri:  # a name that is not UTF-8: keep its bytes too
+            uri_fields[Key.URI_BYTES] = base64.b64encode(os.fsencode(uri)).decode("ascii")
+    if content_hash is not None:
+        check_text(content_hash, f"video {video_id!r}: content_hash")
     dim = frames.shape[1]
     spans = segment_spans(timestamps, duration=duration, max_frames=max_frames_per_point(dim), segment_seconds=segment_seconds)
     now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
@@ -202,7 +233,7 @@ def make_points(
         payload: dict[str, Any] = {
             **meta,
             Key.VIDEO_ID: video_id,
-            Key.URI: uri,
+            **uri_fields,
             Key.DURATION: duration,
             Key.SEGMENT_INDEX: i,
             Key.SEGMENT_COUNT: len(spans),

@@ -7,6 +7,7 @@ of :mod:`vtr_qdrant.store.plan`, translated into one ``query_points`` (or ``quer
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -14,11 +15,12 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
+from ..errors import StorageError
 from .backend import Candidate, StorageBackend, candidate_of, frames_of
 from .plan import RRF_K, AnnSearch, StageOneQuery, plan_stage_one
 from .points import VECTOR_FRAMES, VECTOR_POOLED, PointData
 
-__all__ = ["QdrantClientBackend", "as_backend"]
+__all__ = ["QdrantClientBackend", "as_backend", "open_local_client"]
 
 log = logging.getLogger(__name__)
 
@@ -198,3 +200,23 @@ def as_backend(client: QdrantClient | StorageBackend) -> StorageBackend:
         f"expected a qdrant_client.QdrantClient (':memory:', path=..., url=...) or a StorageBackend, "
         f"got {type(client).__name__}"
     )
+
+
+def open_local_client(path: str | os.PathLike[str]) -> QdrantClient:
+    """qdrant-client local mode on a folder, or a :class:`StorageError` saying why not and what to do.
+
+    Local mode admits one process per folder (qdrant-client locks it); a second process gets a raw
+    ``RuntimeError`` from qdrant-client, turned here into an error that names the alternatives.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # local-mode notices
+            return QdrantClient(path=os.fspath(path))
+    except RuntimeError as e:
+        if "already accessed" not in str(e):
+            raise
+        raise StorageError(
+            f"the local Qdrant folder {os.fspath(path)!r} is in use by another process (qdrant-client local mode "
+            "admits one process at a time). Wait for that process to finish, or, to read and write from "
+            "several processes, use a Qdrant server (--qdrant-url http://...) or Qdrant Edge"
+        ) from None

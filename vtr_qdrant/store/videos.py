@@ -16,7 +16,8 @@ from qdrant_client import models
 
 from ..errors import InvalidInputError
 from .backend import Candidate, StorageBackend
-from .points import Key, PointData, make_points, validate_frames, version_token
+from .payload import check_metadata
+from .points import Key, PointData, make_points, source_of, validate_frames, version_token
 
 __all__ = ["EmbeddedVideo", "StoredVideo", "VideoState", "VideoStore", "WRITING", "current_versions", "video_filter"]
 
@@ -62,6 +63,11 @@ class StoredVideo:
     timestamps: np.ndarray
     payload: dict[str, Any]
     point_ids: list[str] = field(default_factory=list)
+
+    @property
+    def source(self) -> str | None:
+        """The source path exactly as it was ingested (a name that is not UTF-8 included), or None."""
+        return source_of(self.payload)
 
 
 def video_filter(video_id: str) -> models.Filter:
@@ -178,7 +184,7 @@ class VideoStore:
         frames, ts = validate_frames(video.video_id, video.frames, video.timestamps, self.dim)
         fields: dict[str, Any] = dict(
             model_fingerprint=self.fingerprint or "",
-            metadata=video.metadata,
+            metadata=check_metadata(video.metadata, where=f"video {video.video_id!r} metadata"),
             uri=video.uri,
             duration=video.duration,
             content_hash=video.content_hash,
