@@ -38,9 +38,9 @@ from vtr_qdrant.model.manifest import (
     write_manifest,
 )
 
-from .bundle_folder import prepare_target, publish
+from .bundle_folder import STALE_PARTIAL_SECONDS, prepare_target, publish
 from .clip_checks import check_merges_file, check_model, check_vocab, validate_options
-from .clip_precision import check_fp32, convert_towers_fp16, fmt_parity, quantize_visual_int8
+from .clip_precision import INT8_MIN_COSINE, check_fp32, convert_towers_fp16, fmt_parity, quantize_visual_int8
 from .quantize import OptLevel, fuse_transformer, optimize_graph
 from .towers import (
     TEXT_INPUT,
@@ -61,7 +61,28 @@ from .verify import (
     torch_outputs,
 )
 
-__all__ = ["ExportReport", "ExportError", "export_model", "tokenize_with", "VISUAL_FILE", "TEXT_FILE"]
+__all__ = [
+    "ExportReport",
+    "ExportError",
+    "export_model",
+    "export_pretrained",  # noqa: F822 - resolved lazily by __getattr__
+    "tokenize_with",
+    "VISUAL_FILE",
+    "TEXT_FILE",
+    "PARITY_IMAGES",
+    "INT8_MIN_COSINE",
+    "STALE_PARTIAL_SECONDS",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """``export_pretrained`` lives in :mod:`onnx_export.pretrained` (which imports this module), so
+    the old ``from onnx_export.clip import export_pretrained`` resolves it lazily."""
+    if name == "export_pretrained":
+        from .pretrained import export_pretrained
+
+        return export_pretrained
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 log = logging.getLogger(__name__)
 

@@ -43,6 +43,7 @@ from vtr_qdrant import synthetic as syn
 from .synthetic_eval import evaluate_bundle, format_table
 from .synthetic_model import (
     ARCH,
+    ARCH_RN,  # noqa: F401 - public here since wave 1
     ARCHS,
     MEAN,
     NUM_FRAMES,

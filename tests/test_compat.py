@@ -60,3 +60,14 @@ def test_old_names_in_kept_modules() -> None:
     assert callable(video.sample_frames) and video.SampledFrames.__module__ == "vtr_qdrant.video.frames"
     for name in ("generate_world", "make_world", "World", "heldout_seed", "is_heldout_seed", "evaluate_retrieval"):
         assert getattr(synthetic, name) is not None
+
+
+def test_onnx_export_keeps_its_wave1_names() -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("open_clip")
+    from onnx_export import clip, pretrained, train_synthetic
+
+    assert clip.export_pretrained is pretrained.export_pretrained  # lazily: pretrained imports clip
+    for name in ("INT8_MIN_COSINE", "STALE_PARTIAL_SECONDS", "PARITY_IMAGES", "export_model", "tokenize_with"):
+        assert hasattr(clip, name), name
+    assert train_synthetic.ARCH_RN["vision_cfg"]["layers"] == [1, 1, 1, 1]  # the ResNet variant
