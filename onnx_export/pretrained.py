@@ -15,7 +15,7 @@ import numpy as np
 from vtr_qdrant.errors import ArtifactError, ConfigError, ModelNotFoundError, VtrError
 from vtr_qdrant.model.manifest import ModelSource, sha256_file
 
-from .clip import ExportReport, export_model, tokenize_with
+from .clip_export import ExportReport, export_model, tokenize_with
 from .verify import PARITY_TEXTS
 
 __all__ = ["export_pretrained"]

@@ -67,7 +67,7 @@ def test_onnx_export_keeps_its_wave1_names() -> None:
     pytest.importorskip("open_clip")
     from onnx_export import clip, pretrained, train_synthetic
 
-    assert clip.export_pretrained is pretrained.export_pretrained  # lazily: pretrained imports clip
+    assert clip.export_pretrained is pretrained.export_pretrained
     for name in ("INT8_MIN_COSINE", "STALE_PARTIAL_SECONDS", "PARITY_IMAGES", "export_model", "tokenize_with"):
         assert hasattr(clip, name), name
     assert train_synthetic.ARCH_RN["vision_cfg"]["layers"] == [1, 1, 1, 1]  # the ResNet variant

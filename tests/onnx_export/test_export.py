@@ -22,6 +22,7 @@ pytest.importorskip("onnx")
 import onnx  # noqa: E402
 
 from onnx_export import clip as oclip  # noqa: E402
+from onnx_export import clip_export  # noqa: E402
 from onnx_export import pretrained as opre  # noqa: E402
 from onnx_export.verify import Parity, onnx_session  # noqa: E402
 from vtr_qdrant.errors import ArtifactError, ConfigError, ModelNotFoundError  # noqa: E402
@@ -185,7 +186,7 @@ def test_interrupted_export_writes_nothing(tiny_model: torch.nn.Module, tmp_path
     def boom(*a: object, **k: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(oclip, "write_manifest", boom)
+    monkeypatch.setattr(clip_export, "write_manifest", boom)
     with pytest.raises(KeyboardInterrupt):
         _export(tiny_model, tmp_path / "killed", method="legacy")
     assert list(tmp_path.iterdir()) == []
