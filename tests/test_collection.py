@@ -164,7 +164,7 @@ def test_bad_searches(client, test_bundle):  # type: ignore[no-untyped-def]
         vc.search("   ")
     with pytest.raises(InvalidInputError, match="must be a str"):
         vc.search_batch(["ok", 42])  # type: ignore[list-item]
-    with pytest.raises(InvalidInputError, match="limit must be an int >= 1"):
+    with pytest.raises(InvalidInputError, match="limit must be an int from 1 to 100,000"):
         vc.search("red", limit=0)
     with pytest.raises(InvalidInputError, match=r"shape \(32,\)"):
         vc.search(np.ones(5))

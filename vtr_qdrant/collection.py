@@ -24,10 +24,11 @@ from .model.bundle import ModelBundle, resolve_bundle
 from .model.runtime import Device
 from .search.aggregation import Aggregator
 from .search.hits import VideoHit
-from .search.query import DEFAULT_CANDIDATES, query_vectors, stage_one_size
+from .search.query import DEFAULT_CANDIDATES, check_search_args, query_vectors
 from .search.resolve import default_aggregation, resolve_aggregation
 from .search.stage_two import StageTwo
 from .store.backend import StorageBackend
+from .store.filters import check_collection_name
 from .store.plan import FRAMES_HNSW_EF, StageOneQuery
 from .store.qdrant import as_backend
 from .store.schema import CollectionSchema, create_collection, open_collection
@@ -108,8 +109,7 @@ class VideoCollection:
         index_frames: bool = True,
         frames_cache_size: int = DEFAULT_FRAMES_CACHE,
     ) -> None:
-        if not isinstance(collection_name, str) or not collection_name:
-            raise ConfigError(f"collection_name must be a non-empty str, got {collection_name!r}")
+        check_collection_name(collection_name)  # the same rule on every back end
         self.backend = as_backend(client)
         self.collection_name = collection_name
         self.bundle = resolve_bundle(bundle) if bundle is not None else None
@@ -371,7 +371,7 @@ class VideoCollection:
         Returns:
             One ranked hit list per query, in order.
         """
-        k = stage_one_size(limit, candidates)
+        k, query_filter, score_threshold = check_search_args(limit, candidates, query_filter, score_threshold)
         agg = self.aggregation if aggregation is None else self._resolve_aggregation(aggregation)
         vectors = query_vectors(queries, self.dim, self.encode_text)
         stage1 = [

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidInputError, VideoDecodeError, VtrError
+from .store.payload import check_metadata
 from .store.videos import EmbeddedVideo
 from .video.ffmpeg import DEFAULT_DECODE_TIMEOUT
 from .video.source import VIDEO_EXTENSIONS, default_video_id, display_name, expand_sources, file_content_hash
@@ -211,10 +212,16 @@ class _Ingestion:
         self.video_ids = ids
         if metadata is None or isinstance(metadata, Mapping):
             self.metas: list[Mapping[str, Any] | None] = [metadata] * len(ids)
+        elif isinstance(metadata, (str, bytes)) or not isinstance(metadata, Sequence):
+            raise InvalidInputError(
+                f"metadata must be one dict for every video or a list of dicts (one per uri), got {type(metadata).__name__}"
+            )
         else:
             self.metas = list(metadata)
             if len(self.metas) != len(ids):
                 raise InvalidInputError(f"got {len(self.metas)} metadata entries for {len(ids)} uris")
+        # refused before anything is decoded or written, not after minutes of decoding
+        self.metas = [None if m is None else check_metadata(m, where=f"metadata for {vid!r}") for m, vid in zip(self.metas, ids)]
         self.report = IngestReport()
         self.timing = {"hash": 0.0, "decode": 0.0, "encode": 0.0, "upsert": 0.0}
         self.hashes: dict[str, str | None] = {}

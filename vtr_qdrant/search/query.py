@@ -7,16 +7,21 @@ integrations) validates through here, so a bad argument gets the same clear
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from qdrant_client import models
 
 from ..errors import InvalidInputError
+from ..store.filters import check_filter
 
-__all__ = ["DEFAULT_CANDIDATES", "query_vectors", "stage_one_size"]
+__all__ = ["DEFAULT_CANDIDATES", "MAX_CANDIDATES", "check_search_args", "query_vectors", "stage_one_size"]
 
 #: stage-1 candidates K handed to stage 2 unless the caller says otherwise
 DEFAULT_CANDIDATES = 100
+#: the most candidates (and hits) one search may ask for: stage 2 holds every candidate's frames
+MAX_CANDIDATES = 100_000
 
 
 def query_vectors(
@@ -62,11 +67,37 @@ def stage_one_size(limit: object, candidates: object) -> int:
     """K, the number of stage-1 candidates: ``candidates`` (default :data:`DEFAULT_CANDIDATES`), at least ``limit``.
 
     Raises:
-        InvalidInputError: ``limit`` or ``candidates`` is not an int >= 1.
+        InvalidInputError: ``limit`` or ``candidates`` is not an int from 1 to :data:`MAX_CANDIDATES`.
     """
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise InvalidInputError(f"limit must be an int >= 1, got {limit!r}")
+    _check_count("limit", limit)
     k = DEFAULT_CANDIDATES if candidates is None else candidates
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise InvalidInputError(f"candidates must be an int >= 1, got {candidates!r}")
-    return max(k, limit)
+    _check_count("candidates", k)
+    return max(int(k), int(limit))  # type: ignore[call-overload]
+
+
+def _check_count(name: str, value: object) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= MAX_CANDIDATES:
+        raise InvalidInputError(f"{name} must be an int from 1 to {MAX_CANDIDATES:,}, got {value!r}")
+
+
+def check_search_args(
+    limit: object, candidates: object, query_filter: object, score_threshold: object
+) -> tuple[int, models.Filter | None, float | None]:
+    """Every scalar argument of a search, checked before anything is sent to Qdrant.
+
+    Returns:
+        ``(K, filter, threshold)``: K from :func:`stage_one_size`, the filter from
+        :func:`~vtr_qdrant.store.filters.check_filter`, the threshold as a float (or None).
+
+    Raises:
+        InvalidInputError: a count outside 1..:data:`MAX_CANDIDATES`, a filter no back end
+            evaluates the same way, a threshold that is not a finite number.
+    """
+    k = stage_one_size(limit, candidates)
+    flt = check_filter(query_filter)
+    if score_threshold is None:
+        return k, flt, None
+    if isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float, np.number)) \
+            or not math.isfinite(float(score_threshold)):
+        raise InvalidInputError(f"score_threshold must be a finite number or None, got {score_threshold!r}")
+    return k, flt, float(score_threshold)

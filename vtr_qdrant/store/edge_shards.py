@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import threading
 import weakref
@@ -24,6 +23,7 @@ from typing import Any
 from .._atomic import atomic_write_text
 from ..errors import ConfigError, StorageError
 from .edge_filters import edge_module
+from .filters import COLLECTION_NAME_RE, check_collection_name
 from .points import VECTOR_FRAMES, VECTOR_POOLED
 
 __all__ = ["EdgeShardFolder", "METADATA_FILE", "SHARD_DIR"]
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 METADATA_FILE = "collection.json"
 SHARD_DIR = "shard"
 _FORMAT_VERSION = 1
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}$")
 # Qdrant's default: segments whose vectors take less than this many KB are scanned, not indexed.
 _FULL_SCAN_THRESHOLD_KB = 10_000
 
@@ -99,12 +98,7 @@ class EdgeShardFolder:
     # ------------------------------------------------------------------ files
 
     def _dir(self, name: str) -> Path:
-        if not isinstance(name, str) or not _NAME_RE.match(name) or name in (".", ".."):
-            raise ConfigError(
-                f"collection name {name!r} cannot be used as a folder name: use letters, digits, '_', '-' "
-                "and '.' (not starting with '.' or '-'), at most 255 characters"
-            )
-        return self.path / name
+        return self.path / check_collection_name(name)
 
     def _read_meta(self, name: str) -> dict[str, Any]:
         file = self._dir(name) / METADATA_FILE
@@ -283,7 +277,7 @@ class EdgeShardFolder:
 
     def aliases(self) -> dict[str, str]:
         """Every alias under the root folder: ``{alias: collection}``."""
-        return {p.name: Path(os.readlink(p)).name for p in self.path.iterdir() if p.is_symlink() and _NAME_RE.match(p.name)}
+        return {p.name: Path(os.readlink(p)).name for p in self.path.iterdir() if p.is_symlink() and COLLECTION_NAME_RE.match(p.name)}
 
     def set_alias(self, alias: str, collection: str) -> None:
         """Point ``alias`` at ``collection`` in one atomic step (created or swapped).

@@ -16,6 +16,7 @@ from qdrant_client import models
 
 from ..errors import InvalidInputError
 from .backend import Candidate, StorageBackend
+from .filters import check_filter
 from .payload import check_metadata
 from .points import Key, PointData, make_points, source_of, validate_frames, version_token
 
@@ -306,7 +307,8 @@ class VideoStore:
         counts twice.
         """
         first = models.FieldCondition(key=Key.SEGMENT_INDEX, match=models.MatchValue(value=0))
-        f = models.Filter(must=[first, *([query_filter] if query_filter is not None else [])], must_not=[WRITING])
+        user = check_filter(query_filter)
+        f = models.Filter(must=[first, *([user] if user is not None else [])], must_not=[WRITING])
         return self.backend.count(self.collection_name, f)
 
     def count_points(self) -> int:
