@@ -1,7 +1,7 @@
 """Retries for storage calls: which errors are transient, the backoff policy, and a retrying back end.
 
 :class:`RetryingBackend` wraps any :class:`~vtr_qdrant.store.backend.StorageBackend`: every call
-retries transient errors (timeouts, HTTP 408/429/5xx, gRPC UNAVAILABLE / RESOURCE_EXHAUSTED /
+retries transient errors (timeouts, HTTP 408/429/5xx honouring Retry-After, gRPC UNAVAILABLE / RESOURCE_EXHAUSTED /
 DEADLINE_EXCEEDED) with exponential backoff and full jitter, and every upsert is split so its
 request body stays under a byte budget. Upserts wait for the server and point ids are
 deterministic, so a retried write never duplicates a video.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from vtr_qdrant.store.points import PointData
 
 from .config import WriteConfig
 
-__all__ = ["WriteError", "is_transient", "RetryPolicy", "RetryingBackend", "split_by_size", "estimate_request_bytes"]
+__all__ = ["WriteError", "is_transient", "retry_after", "RetryPolicy", "RetryingBackend", "split_by_size", "estimate_request_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,14 @@ def is_transient(e: BaseException) -> bool:
     if isinstance(e, (TimeoutError, ConnectionError)) and not isinstance(e, WriteError):
         return True
     try:
+        from qdrant_client.common.client_exceptions import QdrantException, ResourceExhaustedResponse
         from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
     except ImportError:  # pragma: no cover - qdrant-client is a core dependency
         return False
+    if isinstance(e, ResourceExhaustedResponse):  # HTTP 429 with Retry-After (rate limited)
+        return True
+    if type(e) is QdrantException and str(e).startswith("Retry-After"):  # 429 whose Retry-After is not seconds
+        return True
     if isinstance(e, UnexpectedResponse):
         return e.status_code in _TRANSIENT_HTTP
     if isinstance(e, ResponseHandlingException):  # httpx transport errors: timeouts, resets
@@ -66,9 +72,25 @@ def is_transient(e: BaseException) -> bool:
     return False
 
 
+def retry_after(e: BaseException) -> float | None:
+    """Seconds the server asked us to wait (Retry-After on a 429 or 503), or None."""
+    seconds = getattr(e, "retry_after_s", None)  # qdrant-client's ResourceExhaustedResponse
+    if seconds is None:
+        headers = getattr(e, "headers", None)  # UnexpectedResponse keeps the response headers
+        value = headers.get("retry-after") if headers is not None and hasattr(headers, "get") else None
+        try:
+            seconds = float(value) if value is not None else None
+        except ValueError:  # an HTTP date: fall back to our own backoff
+            seconds = None
+    if seconds is None or not math.isfinite(float(seconds)) or float(seconds) < 0:
+        return None
+    return float(seconds)
+
+
 @dataclass
 class RetryPolicy:
-    """Exponential backoff with full jitter: sleep ~ U(0, min(max, base * 2**attempt)).
+    """Exponential backoff with full jitter: sleep ~ U(0, min(max, base * 2**attempt)), and never
+    less than the server's Retry-After (capped at ``max_delay``) when it sends one.
 
     Attributes:
         max_retries: retries after the first attempt.
@@ -107,6 +129,9 @@ class RetryPolicy:
                         "write.batch_videos), then re-run the job: finished videos are skipped"
                     ) from e
                 delay = self._rng.uniform(0, min(self.max_delay, self.base * 2**attempt))
+                asked = retry_after(e)
+                if asked is not None:  # the server knows when it will take requests again
+                    delay = max(delay, min(asked, self.max_delay))
                 log.info("transient error on %s (%s: %s); retry %d in %.2f s", what, type(e).__name__, e, attempt + 1, delay)
                 self.retries += 1
                 attempt += 1
