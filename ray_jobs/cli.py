@@ -62,6 +62,7 @@ def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", default=None, help="re-ingest unchanged videos")
     p.add_argument("--rebuild", action="store_true", default=None, help="new versioned collection, alias swapped at the end")
     p.add_argument("--prune", action="store_true", default=None, help="delete stored videos whose source is gone")
+    p.add_argument("--verify", action="store_true", default=None, help="scan the collection at the end (vtr-qdrant verify)")
     p.add_argument("--output-dir", help="where failures and report.json are written")
     p.add_argument("--failures-format", choices=["jsonl", "parquet"])
     p.add_argument("--set", dest="set_", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
@@ -80,6 +81,7 @@ _FLAG_FIELDS = {
     "force": "force",
     "rebuild": "rebuild",
     "prune": "prune",
+    "verify": "verify",
     "output_dir": "output_dir",
     "failures_format": "failures_format",
 }
@@ -94,7 +96,9 @@ def overrides_from_args(args: argparse.Namespace, base_sources: Sequence[str] = 
             out[key] = v
     if getattr(args, "sources", None):
         out["sources"] = [*base_sources, *args.sources]
-    if getattr(args, "qdrant_url", None):
+    if getattr(args, "edge_path", None):  # vtr-qdrant ingest --ray --edge-path (its --qdrant-path has a default)
+        out["qdrant"] = {"edge_path": args.edge_path}
+    elif getattr(args, "qdrant_url", None):
         out["qdrant"] = {"url": args.qdrant_url}
     elif getattr(args, "qdrant_path", None):
         out["qdrant"] = {"path": args.qdrant_path}

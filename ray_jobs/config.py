@@ -219,6 +219,8 @@ class JobConfig(_Section):
         rebuild: write a new versioned collection and swap the alias to it at the end.
         keep_versions: versioned collections kept after a rebuild (the live one included).
         prune: delete stored videos whose source is gone.
+        verify: at the end, scan the collection (``vtr-qdrant verify``): delete leftovers of
+            crashed writes, list videos that are still not whole in ``report.verify``.
         output_dir: where ``failures.jsonl``/``.parquet`` and ``report.json`` are written.
         failures_format: ``jsonl`` or ``parquet``.
     """
@@ -240,6 +242,7 @@ class JobConfig(_Section):
     rebuild: bool = False
     keep_versions: int = Field(2, ge=1)
     prune: bool = False
+    verify: bool = False
     output_dir: str = "vtr-job-output"
     failures_format: Literal["jsonl", "parquet"] = "jsonl"
 

@@ -37,7 +37,7 @@ from vtr_qdrant.video.source import display_name, open_regular
 from .config import JobConfig
 from .decode import DecodeParams, decode_row
 from .encode import FrameEncodeActor, bundle_stamp
-from .incremental import Target, drop_old_versions, prune, resolve_target, split_unchanged, swap_alias
+from .incremental import Target, drop_old_versions, prune, resolve_target, split_unchanged, swap_alias, verify
 from .report import JobReport, write_failures, write_report
 from .sink import QdrantDatasink, ServerClientFactory, WriteStats, failures_of, write_from_driver
 from .sources import VideoSource, is_remote, list_sources, sources_to_rows
@@ -232,6 +232,7 @@ def run_job(
         stats, mode = _ingest(cfg, todo, vc, bundle, target.write_to, factory, on_batch, retry_seed, seconds)
         if stats["ingested"] or pruned:
             vc.optimize()  # engines that leave indexing to the caller (Qdrant Edge); a no-op elsewhere
+        verified = verify(vc) if cfg.verify else None
         if target.swap and not swapped:
             swap_alias(client, target.name, target.write_to)
             swapped = True
@@ -249,7 +250,8 @@ def run_job(
 
     failures = input_failures + failures_of(stats)
     counts = {"listed": len(sources), "skipped": len(unchanged)}
-    report = _report(cfg, target, stats, failures, pruned, counts, mode=mode, swapped=swapped, seconds=seconds, t_start=t_start)
+    report = _report(cfg, target, stats, failures, pruned, counts, mode=mode, swapped=swapped, seconds=seconds, t_start=t_start,
+                     verified=verified)
     for f in failures:
         log.warning("failed: %s [%s/%s] %s", f.uri, f.stage, f.reason, f.message)
     return report
@@ -310,6 +312,7 @@ def _report(
     swapped: bool,
     seconds: dict[str, float],
     t_start: float,
+    verified: dict[str, Any] | None = None,
 ) -> JobReport:
     """The job report, written to ``cfg.output_dir`` with the failures table."""
     seconds.update(decode=stats["decode_s"], encode=stats["encode_s"], write=stats["write_s"])
@@ -335,6 +338,7 @@ def _report(
         seconds={k: round(v, 4) for k, v in seconds.items()},
         frames_per_s=round(stats["frames"] / wall, 2) if wall > 0 else 0.0,
         videos_per_s=round(len(stats["ingested"]) / wall, 3) if wall > 0 else 0.0,
+        verify=verified,
     )
     report.failures_path = str(write_failures(failures, cfg.output_dir, cfg.failures_format))
     report.report_path = str(os.path.join(cfg.output_dir, "report.json"))

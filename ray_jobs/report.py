@@ -40,6 +40,8 @@ class JobReport(BaseModel):
             tasks/actors), ``write`` (summed over writers), ``total``.
         frames_per_s, videos_per_s: over the pipeline wall time.
         failures_path, report_path: files written.
+        verify: with ``verify: true``, the end-of-job scan
+            (:meth:`vtr_qdrant.store.audit.AuditReport.to_dict`, actions included).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -65,6 +67,7 @@ class JobReport(BaseModel):
     videos_per_s: float = 0.0
     failures_path: str | None = None
     report_path: str | None = None
+    verify: dict[str, Any] | None = None
 
     def summary(self) -> str:
         """Human-readable lines for the console."""

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -170,7 +171,9 @@ def test_driver_killed_mid_write_then_rerun(ray_session: None, test_bundle: Mode
         assert [h.video_id for h in hits] == ["long"]
         client.close()
 
-        assert main(["ingest", "--config", str(job)]) == 0  # the re-run repairs
+        assert main(["ingest", "--config", str(job), "--verify"]) == 0  # the re-run repairs, then scans
+        scan = json.loads((work / "out" / "report.json").read_text())["verify"]
+        assert scan["videos"] == 1 and scan["problems"] == [] and scan["remaining"] == 0
         client = _open(work / "qdrant")
         vc = VideoCollection(client, "vids", test_bundle)
         final = vc.get("long")

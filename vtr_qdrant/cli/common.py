@@ -14,7 +14,8 @@ __all__ = ["open_client", "add_target_args", "print_json"]
 
 @contextmanager
 def open_client(args: argparse.Namespace) -> Iterator[Any]:
-    """A QdrantClient from ``--qdrant-url`` (API key from $QDRANT_API_KEY) or ``--qdrant-path``, closed on exit.
+    """A QdrantClient from ``--qdrant-url`` (API key from $QDRANT_API_KEY) or ``--qdrant-path``, or a
+    Qdrant Edge back end from ``--edge-path``; closed on exit.
 
     An embedded (path) client holds a lock on its folder until closed.
     """
@@ -22,6 +23,15 @@ def open_client(args: argparse.Namespace) -> Iterator[Any]:
 
     from ..store.qdrant import open_local_client
 
+    if getattr(args, "edge_path", None):
+        from ..store.edge import EdgeBackend
+
+        edge = EdgeBackend(args.edge_path)
+        try:
+            yield edge
+        finally:
+            edge.close()
+        return
     if getattr(args, "qdrant_url", None):
         client = QdrantClient(url=args.qdrant_url, api_key=os.environ.get("QDRANT_API_KEY"))
     else:
@@ -33,12 +43,13 @@ def open_client(args: argparse.Namespace) -> Iterator[Any]:
 
 
 def add_target_args(p: argparse.ArgumentParser, *, collection_required: bool = True) -> None:
-    """Add --collection, --qdrant-path | --qdrant-url and --bundle."""
+    """Add --collection, --qdrant-path | --qdrant-url | --edge-path and --bundle."""
     g = p.add_argument_group("Qdrant target")
     g.add_argument("--collection", required=collection_required, help="collection name")
     where = g.add_mutually_exclusive_group()
     where.add_argument("--qdrant-path", default="./qdrant_data", help="embedded Qdrant folder (default ./qdrant_data)")
     where.add_argument("--qdrant-url", help="Qdrant server URL, e.g. http://localhost:6333 (API key: $QDRANT_API_KEY)")
+    where.add_argument("--edge-path", help="Qdrant Edge folder (embedded, several collections; needs the edge extra)")
     p.add_argument("--bundle", help="model bundle: registry name (synthetic-world/v2) or local-dir:/path")
 
 

@@ -18,8 +18,9 @@ def _cmd(args: argparse.Namespace) -> int:
         from ray_jobs import cli_ingest
 
         return int(cli_ingest(args))
-    if args.rebuild or args.prune:
-        raise ConfigError("--rebuild and --prune need --ray (they are Ray-job features)")
+    if args.rebuild or args.prune or args.verify:
+        raise ConfigError("--rebuild, --prune and --verify need --ray (they are Ray-job features; "
+                          "in-process, run `vtr-qdrant verify` after the ingest)")
     from ..collection import VideoCollection
     from ..ingest import expand_sources
     from ..video.sampling import SamplingConfig
@@ -58,4 +59,5 @@ def add(sub: Any) -> None:
     p.add_argument("--job-config", help="with --ray: job config YAML/TOML; flags given here override it")
     p.add_argument("--rebuild", action="store_true", default=None, help="with --ray: new versioned collection, alias swapped at the end")
     p.add_argument("--prune", action="store_true", default=None, help="with --ray: delete stored videos whose source is gone")
+    p.add_argument("--verify", action="store_true", default=None, help="with --ray: scan the collection at the end (vtr-qdrant verify)")
     p.set_defaults(func=_cmd)

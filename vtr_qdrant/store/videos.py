@@ -20,7 +20,7 @@ from .filters import check_filter
 from .payload import check_metadata
 from .points import Key, PointData, make_points, source_of, validate_frames, version_token
 
-__all__ = ["EmbeddedVideo", "StoredVideo", "VideoState", "VideoStore", "WRITING", "current_versions", "video_filter"]
+__all__ = ["EmbeddedVideo", "StoredVideo", "VideoState", "VideoStore", "WRITING", "current_versions", "is_complete", "video_filter"]
 
 #: points per upsert request (12x512 frames: ~1.6 MB of JSON per request on a server)
 UPSERT_BATCH_POINTS = 64
@@ -80,7 +80,8 @@ def video_filter(video_id: str) -> models.Filter:
 WRITING = models.FieldCondition(key=Key.COMPLETE, match=models.MatchValue(value=0))
 
 
-def _complete(payload: Mapping[str, Any]) -> bool:
+def is_complete(payload: Mapping[str, Any]) -> bool:
+    """Whether a point's version is completely written (points from before versioned writes are)."""
     return payload.get(Key.COMPLETE, 1) != 0
 
 
@@ -94,7 +95,7 @@ def current_versions(cands: Sequence[Candidate]) -> list[Candidate]:
     video's older complete version while a newer one is replacing it. Order is kept."""
     newest: dict[str, tuple[str, str]] = {}
     for c in cands:
-        if _complete(c.payload):
+        if is_complete(c.payload):
             vid, o = str(c.payload.get(Key.VIDEO_ID, c.id)), _version_order(c.payload)
             if vid not in newest or o > newest[vid]:
                 newest[vid] = o
@@ -102,7 +103,7 @@ def current_versions(cands: Sequence[Candidate]) -> list[Candidate]:
         return []
     return [
         c for c in cands
-        if _complete(c.payload) and str(c.payload.get(Key.VERSION) or "") == newest[str(c.payload.get(Key.VIDEO_ID, c.id))][1]
+        if is_complete(c.payload) and str(c.payload.get(Key.VERSION) or "") == newest[str(c.payload.get(Key.VIDEO_ID, c.id))][1]
     ]
 
 
@@ -132,7 +133,7 @@ class VideoState:
         for r in recs:
             v = str(r.payload.get(Key.VERSION) or "")
             versions.setdefault(v, []).append(int(r.payload.get(Key.SEGMENT_INDEX, 0)))
-            if not _complete(r.payload):
+            if not is_complete(r.payload):
                 incomplete.add(v)
         cur = sorted(current_versions(recs), key=lambda r: r.payload.get(Key.SEGMENT_INDEX, 0))
         n = int(cur[0].payload.get(Key.SEGMENT_COUNT, len(cur))) if cur else 0
@@ -222,11 +223,11 @@ class VideoStore:
             if v.video_id in per_video:
                 raise InvalidInputError(f"video_id {v.video_id!r} appears twice in one batch")
             per_video[v.video_id] = self.points_for(v)
-        before = self._points_by_video(list(per_video), with_frames=False)
+        before = self.points_by_video(list(per_video), with_frames=False)
         pending: list[str] = []  # videos whose version is new or was left incomplete
         for vid, pts in per_video.items():
             stored = {c.id: c for c in before.get(vid, [])}
-            if not all(p.id in stored and _complete(stored[p.id].payload) for p in pts):
+            if not all(p.id in stored and is_complete(stored[p.id].payload) for p in pts):
                 pending.append(vid)
                 for p in pts:
                     p.payload[Key.COMPLETE] = 0
@@ -244,7 +245,7 @@ class VideoStore:
                 self.backend.delete(self.collection_name, models.Filter(must=[models.HasIdCondition(has_id=stale[i : i + 1024])]))  # type: ignore[list-item]
         return {vid: [p.id for p in pts] for vid, pts in per_video.items()}
 
-    def _points_by_video(self, video_ids: Sequence[str], *, with_frames: bool) -> dict[str, list[Candidate]]:
+    def points_by_video(self, video_ids: Sequence[str], *, with_frames: bool) -> dict[str, list[Candidate]]:
         """Every stored point of those videos (all versions, complete or not), by video id."""
         out: dict[str, list[Candidate]] = {}
         for i in range(0, len(video_ids), 256):
@@ -281,7 +282,7 @@ class VideoStore:
 
     def states(self, video_ids: Sequence[str]) -> dict[str, VideoState]:
         """How each of those videos is stored (absent ids are left out); see :class:`VideoState`."""
-        return {vid: VideoState.of(recs) for vid, recs in self._points_by_video(video_ids, with_frames=False).items()}
+        return {vid: VideoState.of(recs) for vid, recs in self.points_by_video(video_ids, with_frames=False).items()}
 
     def stored_payloads(self, video_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """First-segment payloads of the current versions of those videos that are stored, by id."""
