@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -78,8 +80,16 @@ class _TowerEncoder:
         return out if self.spec.normalized else l2_normalize(out)
 
 
+#: query embeddings a :class:`TextEncoder` keeps (a repeated query skips the text tower)
+TEXT_CACHE_SIZE = 4096
+
+
 class TextEncoder(_TowerEncoder):
-    """Encodes query texts with the bundle's tokenizer and text tower.
+    """Encodes query texts with the bundle's tokenizer and text tower, keeping an LRU of embeddings.
+
+    The LRU is keyed by (towers fingerprint, text): a repeated query costs a dictionary lookup
+    instead of a tower run (50-90 ms for ViT-B/32 on 2 cores). It is thread-safe; texts of one
+    call that are not cached are encoded together, in batches of ``batch_size``.
 
     Example:
         >>> enc = bundle.text_encoder()
@@ -87,8 +97,17 @@ class TextEncoder(_TowerEncoder):
         (1, D)
     """
 
-    def __init__(self, bundle: EncoderBundle, *, device: Device = "cpu", batch_size: int = 64, intra_op_threads: int | None = None) -> None:
+    def __init__(
+        self, bundle: EncoderBundle, *, device: Device = "cpu", batch_size: int = 64, intra_op_threads: int | None = None,
+        cache_size: int = TEXT_CACHE_SIZE,
+    ) -> None:
         super().__init__(bundle, "text", device=device, batch_size=batch_size, intra_op_threads=intra_op_threads)
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise InvalidInputError(f"cache_size must be an int >= 0, got {cache_size!r}")
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key = str(getattr(bundle, "towers_fingerprint", "") or bundle.manifest.name)
 
     def encode(self, texts: str | Sequence[str]) -> np.ndarray:
         """Embed texts.
@@ -109,8 +128,26 @@ class TextEncoder(_TowerEncoder):
                 raise InvalidInputError(f"text #{i} is empty: a query needs at least one word")
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        ids = self.bundle.tokenizer().tokenize(texts)
-        return np.concatenate([self._run(ids[i : i + self.batch_size]) for i in range(0, len(ids), self.batch_size)])
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        with self._lock:
+            hits = {t: self._cache[(self._key, t)] for t in set(texts) if (self._key, t) in self._cache}
+            for t in hits:
+                self._cache.move_to_end((self._key, t))
+        todo = list(dict.fromkeys(t for t in texts if t not in hits))
+        if todo:
+            ids = self.bundle.tokenizer().tokenize(todo)
+            vecs = np.concatenate([self._run(ids[i : i + self.batch_size]) for i in range(0, len(ids), self.batch_size)])
+            fresh = dict(zip(todo, vecs))
+            hits.update(fresh)
+            if self.cache_size:
+                with self._lock:
+                    for t, v in fresh.items():
+                        self._cache[(self._key, t)] = v.copy()
+                    while len(self._cache) > self.cache_size:
+                        self._cache.popitem(last=False)
+        for i, t in enumerate(texts):
+            out[i] = hits[t]
+        return out
 
 
 class FrameEncoder(_TowerEncoder):
