@@ -179,8 +179,10 @@ class RetryingBackend(StorageBackend):
     def collection_exists(self, name: str) -> bool:
         return bool(self._call("collection_exists", lambda: self.inner.collection_exists(name)))
 
-    def create_collection(self, name: str, *, dim: int, metadata: dict[str, Any], index_frames: bool = False) -> None:
-        self.inner.create_collection(name, dim=dim, metadata=metadata, index_frames=index_frames)  # not idempotent: no retry
+    def create_collection(
+        self, name: str, *, dim: int, metadata: dict[str, Any], index_frames: bool = False, index_scenes: bool = False
+    ) -> None:  # not idempotent: no retry
+        self.inner.create_collection(name, dim=dim, metadata=metadata, index_frames=index_frames, index_scenes=index_scenes)
 
     def collection_schema(self, name: str) -> dict[str, Any]:
         return self._call("get_collection", lambda: self.inner.collection_schema(name))  # type: ignore[no-any-return]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -29,9 +29,11 @@ from .search.resolve import default_aggregation, resolve_aggregation
 from .search.stage_two import StageTwo
 from .store.backend import StorageBackend
 from .store.filters import check_collection_name
-from .store.plan import FRAMES_HNSW_EF, StageOneQuery
+from .store.frame_store import FrameStore
+from .store.plan import FRAMES_HNSW_EF, SCENES_HNSW_EF, StageOneQuery
+from .store.points import VECTOR_FRAMES, VECTOR_SCENES
 from .store.qdrant import as_backend
-from .store.schema import CollectionSchema, create_collection, open_collection
+from .store.schema import ensure_collection
 from .store.videos import EmbeddedVideo, StoredVideo, VideoStore, current_versions
 from .video.sampling import SamplingConfig
 
@@ -67,8 +69,9 @@ class VideoCollection:
             ``"softmax"``, ``"xpool"``, ``"xpool-identity"``) or an :class:`Aggregator`.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"`` for the encoders.
         hnsw_ef: HNSW beam width for stage 1 (None: server default).
-        frames_hnsw_ef: HNSW beam width of the frame-aware stage 1's frames-MaxSim prefetch (the
-            larger of this and ``hnsw_ef`` is used; None: ``hnsw_ef`` or the server default). The
+        frames_hnsw_ef: HNSW beam width of the frame-aware stage 1's scenes- or frames-MaxSim prefetch
+            (None: ``hnsw_ef`` or the server default; ``"auto"``: 128 for scene vectors, 4096 for a
+            frames graph). The
             frames graph is searched with one query vector, so it needs a wide beam: measured
             recall in :class:`~vtr_qdrant.store.plan.StageOneQuery`.
         exact: brute-force stage 1 (small collections).
@@ -84,6 +87,10 @@ class VideoCollection:
             vs exhaustive at K=100 on 100k videos through Qdrant Edge: 0.949 pooled-only, 0.992
             frame-aware (README). Costs index build time and about twice the stage-1 latency. An
             existing collection keeps what it was created with.
+        frame_store: an on-disk copy of the frames that stage 2 reads instead of Qdrant
+            (:class:`~vtr_qdrant.store.frame_store.FrameStore`; a cache keyed by point id and frames
+            digest, filled on writes and on reads). ``"auto"``: beside the data on Qdrant Edge, none
+            elsewhere; a folder (a client-side cache, e.g. for a server); or None.
 
     Raises:
         CollectionMismatchError: the existing collection was made with another model, dimension,
@@ -103,11 +110,12 @@ class VideoCollection:
         aggregation: str | Aggregator | None = None,
         device: Device = "cpu",
         hnsw_ef: int | None = None,
-        frames_hnsw_ef: int | None = FRAMES_HNSW_EF,
+        frames_hnsw_ef: int | None | Literal["auto"] = "auto",
         exact: bool = False,
         xpool_cache_size: int = DEFAULT_XPOOL_CACHE,
         index_frames: bool = True,
         frames_cache_size: int = DEFAULT_FRAMES_CACHE,
+        frame_store: FrameStore | str | os.PathLike[str] | None = "auto",
     ) -> None:
         check_collection_name(collection_name)  # the same rule on every back end
         self.backend = as_backend(client)
@@ -115,36 +123,17 @@ class VideoCollection:
         self.bundle = resolve_bundle(bundle) if bundle is not None else None
         self.device: Device = device
         self.hnsw_ef = hnsw_ef
-        self.frames_hnsw_ef = frames_hnsw_ef
+        self.frames_hnsw_ef: int | None = None if frames_hnsw_ef == "auto" else frames_hnsw_ef
         self.exact = exact
         self._text_encoder: TextEncoder | None = None
         self._frame_encoder: FrameEncoder | None = None
         if self.bundle is not None and dim is not None and dim != self.bundle.embed_dim:
             raise ConfigError(f"dim={dim} contradicts the bundle's embed_dim={self.bundle.embed_dim}; drop dim")
-        fingerprint = self.bundle.towers_fingerprint if self.bundle is not None else None
-        if self.backend.collection_exists(collection_name):
-            schema = open_collection(
-                self.backend,
-                collection_name,
-                fingerprint=fingerprint,
-                model_name=self.bundle.name if self.bundle is not None else None,
-                dim=self.bundle.embed_dim if self.bundle is not None else dim,
-                sampling=sampling,
-            )
-        elif not create:
-            raise ConfigError(f"collection {collection_name!r} does not exist (pass create=True to create it)")
-        else:
-            new_dim = self.bundle.embed_dim if self.bundle is not None else dim
-            if new_dim is None:
-                raise ConfigError("creating a collection needs a model bundle (bundle=...) or an embedding dimension (dim=...)")
-            schema = CollectionSchema(
-                dim=int(new_dim),
-                sampling=sampling or SamplingConfig(),
-                model_fingerprint=fingerprint,
-                model_name=self.bundle.name if self.bundle is not None else None,
-                frames_indexed=bool(index_frames),
-            )
-            create_collection(self.backend, collection_name, schema)
+        b = self.bundle
+        schema = ensure_collection(
+            self.backend, collection_name, fingerprint=b.towers_fingerprint if b else None, model_name=b.name if b else None,
+            dim=b.embed_dim if b else dim, sampling=sampling, create=create, index_frames=index_frames,
+        )
         self.schema = schema
         self.dim: int = schema.dim
         self.sampling: SamplingConfig = schema.sampling
@@ -157,11 +146,21 @@ class VideoCollection:
             dim=self.dim,
             fingerprint=self.fingerprint,
             segment_seconds=self.sampling.segment_seconds,
+            frame_store=(fs := self._frame_store(frame_store)),
+            scenes=schema.scenes_indexed,
         )
-        self.stage_two = StageTwo(self.dim, frames_cache_size=frames_cache_size, precompute_cache_size=xpool_cache_size)
+        if frames_hnsw_ef == "auto":  # each graph's measured beam (store/scenes.py, store/plan.py)
+            self.frames_hnsw_ef = SCENES_HNSW_EF if schema.scenes_indexed else FRAMES_HNSW_EF
+        self.stage_two = StageTwo(self.dim, frames_cache_size=frames_cache_size, precompute_cache_size=xpool_cache_size,
+                                  frame_store=fs)
         self.aggregation = self._resolve_aggregation(aggregation)
 
     # ------------------------------------------------------------------ schema
+
+    def _frame_store(self, spec: FrameStore | str | os.PathLike[str] | None) -> FrameStore | None:
+        if isinstance(spec, str) and spec == "auto":
+            spec = self.backend.frame_store_dir(self.collection_name)
+        return spec if spec is None or isinstance(spec, FrameStore) else FrameStore(spec, self.dim)
 
     @property
     def fingerprint(self) -> str | None:
@@ -383,6 +382,7 @@ class VideoCollection:
                 hybrid=self.frames_indexed if hybrid is None else hybrid,
                 hnsw_ef=self.hnsw_ef,
                 frames_hnsw_ef=self.frames_hnsw_ef,
+                aware_vector=VECTOR_SCENES if self.schema.scenes_indexed else VECTOR_FRAMES,
                 exact=self.exact,
                 with_frames=self.stage_two.frames_with_stage_one,
             )

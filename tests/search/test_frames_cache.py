@@ -144,9 +144,9 @@ def test_bad_cache_size(spy: Spy, test_bundle) -> None:  # type: ignore[no-untyp
 
 
 def test_frames_hnsw_ef_reaches_stage_one(spy: Spy, test_bundle) -> None:  # type: ignore[no-untyped-def]
-    from vtr_qdrant.store.plan import FRAMES_HNSW_EF
+    from vtr_qdrant.store.plan import SCENES_HNSW_EF
 
     vids = _fill(VideoCollection(spy, "c", test_bundle))
-    VideoCollection(spy, "c", test_bundle).search(vids["v1"][0], limit=3)
+    VideoCollection(spy, "c", test_bundle).search(vids["v1"][0], limit=3)  # "auto": the scenes graph's beam
     VideoCollection(spy, "c", test_bundle, frames_hnsw_ef=777).search(vids["v1"][0], limit=3)
-    assert spy.frames_efs == [FRAMES_HNSW_EF, 777]
+    assert spy.frames_efs == [SCENES_HNSW_EF, 777]

@@ -14,7 +14,7 @@ from qdrant_client import QdrantClient, models
 
 from vtr_qdrant.store.backend import Candidate, StorageBackend
 from vtr_qdrant.store.plan import StageOneQuery
-from vtr_qdrant.store.points import Key, make_points
+from vtr_qdrant.store.points import VECTOR_SCENES, Key, make_points
 from vtr_qdrant.store.qdrant import QdrantClientBackend
 
 pytest.importorskip("qdrant_edge")
@@ -25,14 +25,14 @@ DIM, VIDEOS, NAME = 16, 80, "congruence"
 
 def _fill(backend: StorageBackend) -> None:
     rng = np.random.default_rng(7)
-    backend.create_collection(NAME, dim=DIM, metadata={}, index_frames=True)
+    backend.create_collection(NAME, dim=DIM, metadata={}, index_frames=True, index_scenes=True)
     backend.create_payload_index(NAME, "category", "keyword")
     points = []
     for v in range(VIDEOS):
         f = rng.standard_normal((int(rng.integers(3, 9)), DIM)).astype(np.float32)
         f /= np.linalg.norm(f, axis=1, keepdims=True)
         ts = np.arange(len(f), dtype=np.float64)
-        points += make_points(f"v{v}", f, ts, model_fingerprint="fp", metadata={"category": "ab"[v % 2]})
+        points += make_points(f"v{v}", f, ts, model_fingerprint="fp", metadata={"category": "ab"[v % 2]}, scenes=True)
     backend.upsert(NAME, points)
 
 
@@ -63,6 +63,8 @@ PLANS = {
     "hybrid": {"hybrid": True},
     "rescore": {"rescore": True},
     "hybrid+rescore": {"hybrid": True, "rescore": True},
+    "hybrid-scenes": {"hybrid": True, "aware_vector": VECTOR_SCENES},
+    "hybrid-scenes+rescore": {"hybrid": True, "rescore": True, "aware_vector": VECTOR_SCENES},
 }
 FILTERS = {
     "no filter": None,

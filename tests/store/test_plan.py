@@ -41,13 +41,13 @@ def test_rescore_prefetches_factor_k_then_maxsim() -> None:
     assert hybrid.main == AnnSearch(VECTOR_FRAMES, 10)
 
 
-def test_frames_prefetch_gets_the_wider_beam() -> None:
+def test_frames_prefetch_gets_its_own_beam() -> None:
     assert _efs(plan_stage_one(StageOneQuery(vector=V, limit=100, hybrid=True, hnsw_ef=128))) == {
         VECTOR_POOLED: 128,
         VECTOR_FRAMES: FRAMES_HNSW_EF,
     }
-    wide = StageOneQuery(vector=V, limit=100, hybrid=True, hnsw_ef=8192)  # never narrower than the pooled beam
-    assert _efs(plan_stage_one(wide))[VECTOR_FRAMES] == 8192
+    narrow = StageOneQuery(vector=V, limit=100, hybrid=True, hnsw_ef=512, frames_hnsw_ef=64)  # honoured as given
+    assert _efs(plan_stage_one(narrow)) == {VECTOR_POOLED: 512, VECTOR_FRAMES: 64}
     off = StageOneQuery(vector=V, limit=100, hybrid=True, frames_hnsw_ef=None)
     assert _efs(plan_stage_one(off)) == {VECTOR_POOLED: None, VECTOR_FRAMES: None}
     # a back end's default beam counts as the pooled beam, for the frames prefetch too

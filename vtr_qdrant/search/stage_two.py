@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..store.backend import Candidate, StorageBackend
+from ..store.frame_store import FrameStore, frames_version
 from ..store.points import Key
 from .aggregation import Aggregator
 from .hits import Moment, VideoHit, extend_across_segments, moment_from_weights
@@ -31,7 +32,7 @@ __all__ = ["StageTwo", "padded_frames", "candidate_version"]
 
 def candidate_version(c: Candidate) -> str:
     """What changes when a point's frames change: the stored digest (ingestion time for older points)."""
-    return str(c.payload.get(Key.FRAMES_DIGEST) or c.payload.get(Key.INGESTED_AT, ""))
+    return frames_version(c.payload)
 
 
 def padded_frames(frames: Sequence[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,10 +57,14 @@ class StageTwo:
         dim: embedding dimension D.
         frames_cache_size: candidates' frame matrices kept (0: frames come with stage 1).
         precompute_cache_size: candidates' precomputed aggregation state kept (0: none).
+        frame_store: the on-disk frames (:class:`~vtr_qdrant.store.frame_store.FrameStore`)
+            read before Qdrant on an LRU miss, and filled with what is read from Qdrant.
     """
 
-    def __init__(self, dim: int, *, frames_cache_size: int, precompute_cache_size: int) -> None:
+    def __init__(self, dim: int, *, frames_cache_size: int, precompute_cache_size: int,
+                 frame_store: FrameStore | None = None) -> None:
         self.dim = dim
+        self.frame_store = frame_store
         self.frames_cache_size = _check_size("frames_cache_size", frames_cache_size)
         self.precompute_cache_size = _check_size("xpool_cache_size", precompute_cache_size)
         self._frames: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
@@ -78,14 +83,22 @@ class StageTwo:
         return self.frames_cache_size == 0
 
     def attach_frames(self, backend: StorageBackend, collection_name: str, cands: list[Candidate]) -> None:
-        """Give every candidate its frames: from the LRU when its version is cached, else read in one call.
+        """Give every candidate its frames: from the LRU when its version is cached, else from the
+        frame store, else read from Qdrant in one call (and written to the frame store).
 
         Candidates whose point vanished between the two calls keep ``frames=None`` (ranking drops them).
         """
         keys = [(c.id, candidate_version(c)) for c in cands]
         with self._lock:
-            missing = sorted({k[0] for k in keys if k not in self._frames})
-        fetched = backend.fetch_frames(collection_name, missing) if missing else {}
+            missing = sorted({k for k in keys if k not in self._frames})
+        fetched = self.frame_store.get_many(missing) if self.frame_store is not None and missing else {}
+        rest = sorted({pid for pid, _ in missing if pid not in fetched})
+        if rest:
+            read = backend.fetch_frames(collection_name, rest)
+            if self.frame_store is not None and read:
+                version = dict(missing)
+                self.frame_store.put_many([(pid, version[pid], f) for pid, f in read.items()])
+            fetched.update(read)
         with self._lock:
             store = self._frames
             for c, k in zip(cands, keys):

@@ -70,8 +70,11 @@ class StorageBackend(ABC):
     def collection_exists(self, name: str) -> bool: ...
 
     @abstractmethod
-    def create_collection(self, name: str, *, dim: int, metadata: dict[str, Any], index_frames: bool = False) -> None:
-        """Create ``frames`` (multivector, cosine, MAX_SIM; HNSW only if ``index_frames``) and ``pooled`` (cosine, HNSW)."""
+    def create_collection(
+        self, name: str, *, dim: int, metadata: dict[str, Any], index_frames: bool = False, index_scenes: bool = False
+    ) -> None:
+        """Create ``frames`` (multivector, cosine, MAX_SIM; HNSW only if ``index_frames``), ``pooled``
+        (cosine, HNSW) and, with ``index_scenes``, ``scenes`` (multivector, cosine, MAX_SIM, HNSW)."""
 
     @abstractmethod
     def collection_schema(self, name: str) -> dict[str, Any]:
@@ -120,6 +123,11 @@ class StorageBackend(ABC):
             name, models.Filter(must=[models.HasIdCondition(has_id=list(ids))]), with_frames=True, limit=len(ids)
         )
         return {c.id: c.frames for c in found if c.frames is not None}
+
+    def frame_store_dir(self, name: str) -> str | None:
+        """Where a collection's :class:`~vtr_qdrant.store.frame_store.FrameStore` lives by default
+        (``frame_store="auto"``): beside the data for embedded engines, None (no store) elsewhere."""
+        return None
 
     def optimize(self, name: str) -> bool:
         """Build indexes / merge segments now, where the engine leaves that to the caller.

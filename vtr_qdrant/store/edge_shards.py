@@ -24,7 +24,7 @@ from .._atomic import atomic_write_text
 from ..errors import ConfigError, StorageError
 from .edge_filters import edge_module
 from .filters import COLLECTION_NAME_RE, check_collection_name
-from .points import VECTOR_FRAMES, VECTOR_POOLED
+from .points import VECTOR_FRAMES, VECTOR_POOLED, VECTOR_SCENES
 
 __all__ = ["EdgeShardFolder", "METADATA_FILE", "SHARD_DIR"]
 
@@ -100,6 +100,12 @@ class EdgeShardFolder:
     def _dir(self, name: str) -> Path:
         return self.path / check_collection_name(name)
 
+    def frame_store_dir(self, name: str) -> str | None:
+        """``<root>/<collection>/frame_store``: inside the collection's folder (through an alias's
+        symlink, so after a rebuild's swap the store of the new collection is read), and dropped
+        with it."""
+        return str(self._dir(name) / "frame_store")
+
     def _read_meta(self, name: str) -> dict[str, Any]:
         file = self._dir(name) / METADATA_FILE
         try:
@@ -133,12 +139,18 @@ class EdgeShardFolder:
         except OSError:
             log.debug("could not fsync folder %s", folder)
 
-    def _config(self, dim: int, *, m: int | None = None, ef_construct: int | None = None, frames_m: int = 0) -> Any:
+    def _config(self, dim: int, *, m: int | None = None, ef_construct: int | None = None, frames_m: int = 0,
+                scenes: bool = False) -> Any:
         e = self._e
         m = self.hnsw_m if m is None else m
         ef_construct = self.hnsw_ef_construct if ef_construct is None else ef_construct
+        extra = {VECTOR_SCENES: e.EdgeVectorParams(
+            size=dim, distance=e.Distance.Cosine, multivector_config=e.MultiVectorConfig(e.MultiVectorComparator.MaxSim),
+            hnsw_config=e.HnswIndexConfig(m=m, ef_construct=ef_construct, full_scan_threshold=_FULL_SCAN_THRESHOLD_KB),
+        )} if scenes else {}
         return e.EdgeConfig(
             vectors={
+                **extra,
                 VECTOR_FRAMES: e.EdgeVectorParams(
                     size=dim,
                     distance=e.Distance.Cosine,
@@ -188,6 +200,7 @@ class EdgeShardFolder:
                 m=hnsw.get("m"),
                 ef_construct=hnsw.get("ef_construct"),
                 frames_m=int(hnsw.get("frames_m", 0)),
+                scenes=VECTOR_SCENES in meta["vectors"],
             )
             try:
                 shard = self._e.EdgeShard.load(str(folder), config)
@@ -329,7 +342,9 @@ class EdgeShardFolder:
     def collection_exists(self, name: str) -> bool:
         return (self._dir(name) / METADATA_FILE).is_file()
 
-    def create_collection(self, name: str, *, dim: int, metadata: dict[str, Any], index_frames: bool = False) -> None:
+    def create_collection(
+        self, name: str, *, dim: int, metadata: dict[str, Any], index_frames: bool = False, index_scenes: bool = False
+    ) -> None:
         if not isinstance(dim, int) or dim < 1:
             raise ConfigError(f"dim must be an int >= 1, got {dim!r}")
         with self._lock:
@@ -348,7 +363,7 @@ class EdgeShardFolder:
             folder.mkdir(parents=True, exist_ok=True)
             try:
                 frames_m = self.hnsw_m if index_frames else 0
-                shard = self._e.EdgeShard.create(str(shard_dir), self._config(dim, frames_m=frames_m))
+                shard = self._e.EdgeShard.create(str(shard_dir), self._config(dim, frames_m=frames_m, scenes=index_scenes))
                 shard.flush()
             except Exception as err:
                 raise ConfigError(
@@ -361,6 +376,7 @@ class EdgeShardFolder:
                 "vectors": {
                     VECTOR_FRAMES: {"size": dim, "multivector": True, "distance": "cosine"},
                     VECTOR_POOLED: {"size": dim, "multivector": False, "distance": "cosine"},
+                    **({VECTOR_SCENES: {"size": dim, "multivector": True, "distance": "cosine"}} if index_scenes else {}),
                 },
                 "hnsw": {"m": self.hnsw_m, "ef_construct": self.hnsw_ef_construct, "frames_m": frames_m},
             }

@@ -18,10 +18,12 @@ from qdrant_client import models
 
 from .points import VECTOR_FRAMES, VECTOR_POOLED
 
-__all__ = ["FRAMES_HNSW_EF", "RRF_K", "StageOneQuery", "AnnSearch", "StageOnePlan", "plan_stage_one"]
+__all__ = ["FRAMES_HNSW_EF", "SCENES_HNSW_EF", "RRF_K", "StageOneQuery", "AnnSearch", "StageOnePlan", "plan_stage_one"]
 
 #: Default HNSW beam width of the hybrid stage 1's frames-MaxSim prefetch (see StageOneQuery).
 FRAMES_HNSW_EF = 4096
+#: ... and of its scenes-MaxSim prefetch (collections with scene vectors: :mod:`.scenes`).
+SCENES_HNSW_EF = 128
 
 #: Reciprocal-rank-fusion constant: score = sum over prefetches of 1 / (RRF_K + rank). 2 is Qdrant's
 #: own default, so a server's and local mode's plain ``Fusion.RRF`` and Edge's ``Rrf(k=2)`` agree.
@@ -48,8 +50,8 @@ class StageOneQuery:
             the prefetched union by MaxSim instead (and may drop pooled-only points).
         with_frames: return the candidates' frame matrices.
         hnsw_ef: HNSW beam width for the pooled search (None: the back end's default).
-        frames_hnsw_ef: HNSW beam width of the hybrid frames-MaxSim prefetch (the larger of this and
-            the pooled beam is used). The ``frames`` graph is built with multivector-to-multivector
+        frames_hnsw_ef: HNSW beam width of the hybrid frames-MaxSim prefetch (None: the pooled
+            search's beam). The ``frames`` graph is built with multivector-to-multivector
             MaxSim (whole-video likeness) but searched with one query vector (one moment), so its
             neighbourhoods fit the query badly and it needs a wide beam. Qdrant Edge, 12 frames x
             512-d: MaxSim top-50 recall vs exact on 10k videos 0.91 / 0.97 / 0.99 / 0.9995 at
@@ -58,6 +60,8 @@ class StageOneQuery:
             (``benchmarks/bench_recall.py --edge``).
         exact: brute-force every search (small collections, or to measure ANN recall).
         score_threshold: drop candidates scoring below this.
+        aware_vector: the multivector the hybrid prefetch searches: ``VECTOR_FRAMES``, or
+            ``VECTOR_SCENES`` in collections that have scene vectors (faster, better recall).
     """
 
     vector: np.ndarray
@@ -71,6 +75,7 @@ class StageOneQuery:
     frames_hnsw_ef: int | None = FRAMES_HNSW_EF
     exact: bool = False
     score_threshold: float | None = None
+    aware_vector: str = VECTOR_FRAMES
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,8 @@ class AnnSearch:
 
     Attributes:
         using: the named vector searched: ``VECTOR_POOLED`` (the query as one vector) or
-            ``VECTOR_FRAMES`` (the query as a one-vector multivector: MaxSim = the best frame's cosine).
+            ``VECTOR_FRAMES`` / ``VECTOR_SCENES`` (the query as a one-vector multivector: MaxSim = the
+            best frame's, or best scene's, cosine).
         limit: how many points it returns.
         hnsw_ef: HNSW beam width (None: the engine's default).
         exact: brute force instead of HNSW.
@@ -137,9 +143,9 @@ def plan_stage_one(q: StageOneQuery, *, default_hnsw_ef: int | None = None) -> S
     if q.hybrid:
         prefetch = (pooled,)
         if q.limit // 2:
-            # the frames graph needs a wider beam than the pooled one (StageOneQuery.frames_hnsw_ef)
-            frames_ef = max(q.frames_hnsw_ef or 0, ef or 0) or None
-            prefetch += (AnnSearch(VECTOR_FRAMES, q.limit // 2, frames_ef, bool(q.exact)),)
+            # the frames graph has its own beam (StageOneQuery.frames_hnsw_ef), else the pooled one
+            frames_ef = q.frames_hnsw_ef if q.frames_hnsw_ef is not None else ef
+            prefetch += (AnnSearch(q.aware_vector, q.limit // 2, frames_ef, bool(q.exact)),)
         main = maxsim if q.rescore else "rrf"
     elif q.rescore:
         prefetch, main = (pooled,), maxsim

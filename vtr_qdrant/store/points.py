@@ -24,11 +24,13 @@ from ..errors import InvalidInputError
 from ..video.frames import segment_spans  # one segmentation rule for decoding and storage
 from ..video.source import display_name
 from .payload import check_metadata, check_text
+from .scenes import scene_vectors
 
 __all__ = [
     "SCHEMA_VERSION",
     "VECTOR_FRAMES",
     "VECTOR_POOLED",
+    "VECTOR_SCENES",
     "MAX_MULTIVECTOR_FLOATS",
     "Key",
     "RESERVED_KEYS",
@@ -46,6 +48,8 @@ __all__ = [
 SCHEMA_VERSION = 1
 VECTOR_FRAMES = "frames"
 VECTOR_POOLED = "pooled"
+#: scene vectors (multivector, MaxSim, HNSW): what the frame-aware stage 1 searches (:mod:`.scenes`)
+VECTOR_SCENES = "scenes"
 MAX_MULTIVECTOR_FLOATS = 1_048_576
 METADATA_KEY = "vtr_qdrant"
 _ID_NAMESPACE = uuid.UUID("6f1c3a52-5d0e-4b8a-9d0c-2f6f7f1b9a10")
@@ -89,12 +93,15 @@ class PointData:
         frames: (F, D) float32, L2-normalised frame embeddings.
         pooled: (D,) float32, L2-normalised mean of the frames.
         payload: JSON-serialisable payload.
+        scenes: (S, D) float32 scene vectors (:func:`~vtr_qdrant.store.scenes.scene_vectors`) for
+            collections that index them, else None.
     """
 
     id: str
     frames: np.ndarray
     pooled: np.ndarray
     payload: dict[str, Any] = field(default_factory=dict)
+    scenes: np.ndarray | None = None
 
 
 def point_id(video_id: str, segment_index: int = 0, version: str | None = None) -> str:
@@ -190,6 +197,7 @@ def make_points(
     content_hash: str | None = None,
     segment_seconds: float | None = None,
     version: str | None = None,
+    scenes: bool = False,
 ) -> list[PointData]:
     """Turn one video's validated embeddings into points (one per segment).
 
@@ -204,6 +212,7 @@ def make_points(
             multivector limit splits it).
         version: the write's :func:`version_token` (stored with ``complete=1``; the writer lowers
             it to 0 while the version is being written). None: unversioned points (legacy ids).
+        scenes: give each point its scene vectors (collections with a ``scenes`` vector).
     """
     meta = check_metadata(metadata, where=f"video {video_id!r} metadata")
     clash = RESERVED_KEYS.intersection(meta)
@@ -248,5 +257,6 @@ def make_points(
         if version is not None:
             payload[Key.VERSION] = version
             payload[Key.COMPLETE] = 1
-        points.append(PointData(point_id(video_id, i, version), seg, pooled.astype(np.float32), payload))
+        points.append(PointData(point_id(video_id, i, version), seg, pooled.astype(np.float32), payload,
+                                scene_vectors(seg) if scenes else None))
     return points

@@ -18,7 +18,9 @@ from qdrant_client import QdrantClient, models
 from ..errors import StorageError
 from .backend import Candidate, StorageBackend, candidate_of, frames_of
 from .plan import RRF_K, AnnSearch, StageOneQuery, plan_stage_one
-from .points import VECTOR_FRAMES, VECTOR_POOLED, PointData
+from .points import VECTOR_FRAMES, VECTOR_POOLED, VECTOR_SCENES, PointData
+
+MULTIVECTORS = (VECTOR_FRAMES, VECTOR_SCENES)
 
 __all__ = ["QdrantClientBackend", "as_backend", "open_local_client"]
 
@@ -35,10 +37,15 @@ class QdrantClientBackend(StorageBackend):
     def collection_exists(self, name: str) -> bool:
         return bool(self.client.collection_exists(name))
 
-    def create_collection(self, name: str, *, dim: int, metadata: dict[str, Any], index_frames: bool = False) -> None:
+    def create_collection(
+        self, name: str, *, dim: int, metadata: dict[str, Any], index_frames: bool = False, index_scenes: bool = False
+    ) -> None:
+        maxsim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
+        scenes = {VECTOR_SCENES: models.VectorParams(size=dim, distance=models.Distance.COSINE, multivector_config=maxsim)}
         self.client.create_collection(
             name,
             vectors_config={
+                **(scenes if index_scenes else {}),
                 VECTOR_FRAMES: models.VectorParams(
                     size=dim,
                     distance=models.Distance.COSINE,
@@ -75,7 +82,8 @@ class QdrantClientBackend(StorageBackend):
         structs = [
             models.PointStruct(
                 id=p.id,
-                vector={VECTOR_FRAMES: p.frames.tolist(), VECTOR_POOLED: p.pooled.tolist()},
+                vector={VECTOR_FRAMES: p.frames.tolist(), VECTOR_POOLED: p.pooled.tolist(),
+                        **({VECTOR_SCENES: p.scenes.tolist()} if p.scenes is not None else {})},
                 payload=p.payload,
             )
             for p in points
@@ -84,7 +92,7 @@ class QdrantClientBackend(StorageBackend):
 
     @staticmethod
     def _search_query(s: AnnSearch, vec: list[float]) -> Any:
-        return [vec] if s.using == VECTOR_FRAMES else vec  # frames: a one-vector multivector (MaxSim)
+        return [vec] if s.using in MULTIVECTORS else vec  # frames, scenes: a one-vector multivector (MaxSim)
 
     @staticmethod
     def _params(s: AnnSearch) -> models.SearchParams | None:

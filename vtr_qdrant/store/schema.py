@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import CollectionMismatchError
+from ..errors import CollectionMismatchError, ConfigError
 from ..video.sampling import SamplingConfig
 from .backend import StorageBackend
-from .points import METADATA_KEY, SCHEMA_VERSION, VECTOR_FRAMES, VECTOR_POOLED, Key
+from .points import METADATA_KEY, SCHEMA_VERSION, VECTOR_FRAMES, VECTOR_POOLED, VECTOR_SCENES, Key
 
 __all__ = ["CollectionSchema", "create_collection", "open_collection"]
 
@@ -28,7 +28,10 @@ class CollectionSchema:
         sampling: frame sampling settings of its videos.
         model_fingerprint: towers fingerprint of the model its vectors come from (None: embeddings only).
         model_name: that model's bundle name (informational).
-        frames_indexed: the ``frames`` multivectors have an HNSW index (frame-aware stage 1).
+        frames_indexed: stage 1 is frame-aware: an HNSW index on the ``frames`` multivectors, or
+            (with ``scenes_indexed``) on the ``scenes`` multivectors.
+        scenes_indexed: the collection has the ``scenes`` vector (:mod:`~vtr_qdrant.store.scenes`),
+            and the frame-aware search uses it; the ``frames`` graph is then not built.
     """
 
     dim: int
@@ -36,6 +39,7 @@ class CollectionSchema:
     model_fingerprint: str | None = None
     model_name: str | None = None
     frames_indexed: bool = True
+    scenes_indexed: bool = False
 
     def metadata(self) -> dict[str, Any]:
         """The collection metadata, as stored under :data:`METADATA_KEY`."""
@@ -46,12 +50,14 @@ class CollectionSchema:
             "dim": self.dim,
             "sampling": self.sampling.model_dump(),
             "frames_indexed": self.frames_indexed,
+            "scenes_indexed": self.scenes_indexed,
         }
 
 
 def create_collection(backend: StorageBackend, name: str, schema: CollectionSchema) -> None:
     """Create the collection with its vectors, metadata and the payload indexes every query uses."""
-    backend.create_collection(name, dim=schema.dim, metadata={METADATA_KEY: schema.metadata()}, index_frames=schema.frames_indexed)
+    backend.create_collection(name, dim=schema.dim, metadata={METADATA_KEY: schema.metadata()},
+                              index_frames=schema.frames_indexed and not schema.scenes_indexed, index_scenes=schema.scenes_indexed)
     backend.create_payload_index(name, Key.VIDEO_ID, "keyword")
     backend.create_payload_index(name, Key.CONTENT_HASH, "keyword")
     backend.create_payload_index(name, Key.SEGMENT_INDEX, "integer")
@@ -93,8 +99,9 @@ def open_collection(
         problems.append(f"schema version {meta.get('schema_version')} (this vtr-qdrant writes {SCHEMA_VERSION})")
     stored_dim = meta.get("dim")
     vectors = stored["vectors"]
-    if set(vectors) != {VECTOR_FRAMES, VECTOR_POOLED} or any(v["size"] != stored_dim for v in vectors.values()):
-        problems.append(f"vectors {vectors} (expected {VECTOR_FRAMES!r} and {VECTOR_POOLED!r} of size {stored_dim})")
+    expected = {VECTOR_FRAMES, VECTOR_POOLED} | ({VECTOR_SCENES} if meta.get("scenes_indexed") else set())
+    if set(vectors) != expected or any(v["size"] != stored_dim for v in vectors.values()):
+        problems.append(f"vectors {vectors} (expected {sorted(expected)} of size {stored_dim})")
     if dim is not None and dim != stored_dim:
         problems.append(f"dimension {stored_dim} (you asked for {dim})")
     stored_fp = meta.get("model_fingerprint")
@@ -116,4 +123,35 @@ def open_collection(
         model_fingerprint=stored_fp,
         model_name=meta.get("model_name"),
         frames_indexed=bool(meta.get("frames_indexed", False)),
+        scenes_indexed=bool(meta.get("scenes_indexed", False)),
     )
+
+
+def ensure_collection(
+    backend: StorageBackend,
+    name: str,
+    *,
+    fingerprint: str | None,
+    model_name: str | None,
+    dim: int | None,
+    sampling: SamplingConfig | None,
+    create: bool,
+    index_frames: bool,
+) -> CollectionSchema:
+    """Open the collection (checked by :func:`open_collection`) or create it when ``create``.
+
+    Raises:
+        ConfigError: the collection is missing and ``create`` is False, or creating it needs a
+            dimension nobody gave.
+        CollectionMismatchError: see :func:`open_collection`.
+    """
+    if backend.collection_exists(name):
+        return open_collection(backend, name, fingerprint=fingerprint, model_name=model_name, dim=dim, sampling=sampling)
+    if not create:
+        raise ConfigError(f"collection {name!r} does not exist (pass create=True to create it)")
+    if dim is None:
+        raise ConfigError("creating a collection needs a model bundle (bundle=...) or an embedding dimension (dim=...)")
+    schema = CollectionSchema(dim=int(dim), sampling=sampling or SamplingConfig(), model_fingerprint=fingerprint,
+                              model_name=model_name, frames_indexed=bool(index_frames), scenes_indexed=bool(index_frames))
+    create_collection(backend, name, schema)
+    return schema

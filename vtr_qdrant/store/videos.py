@@ -17,6 +17,7 @@ from qdrant_client import models
 from ..errors import InvalidInputError
 from .backend import Candidate, StorageBackend
 from .filters import check_filter
+from .frame_store import FrameStore, frames_version
 from .payload import check_metadata
 from .points import Key, PointData, make_points, source_of, validate_frames, version_token
 
@@ -162,6 +163,9 @@ class VideoStore:
         fingerprint: model towers fingerprint recorded on every point ("" for embeddings-only).
         segment_seconds: cut videos into segments of this many seconds (None: only the multivector
             size limit splits them).
+        frame_store: written with every stored video's frames (so stage 2 never reads them back
+            from Qdrant), after the video is complete.
+        scenes: write each point's scene vectors (collections with ``scenes_indexed``).
     """
 
     def __init__(
@@ -172,8 +176,12 @@ class VideoStore:
         dim: int,
         fingerprint: str | None,
         segment_seconds: float | None = None,
+        frame_store: FrameStore | None = None,
+        scenes: bool = False,
     ) -> None:
         self.backend = backend
+        self.frame_store = frame_store
+        self.scenes = scenes
         self.collection_name = collection_name
         self.dim = dim
         self.fingerprint = fingerprint
@@ -192,7 +200,8 @@ class VideoStore:
             content_hash=video.content_hash,
             segment_seconds=self.segment_seconds,
         )
-        return make_points(video.video_id, frames, ts, **fields, version=version_token(video.video_id, frames, ts, **fields))
+        return make_points(video.video_id, frames, ts, **fields, version=version_token(video.video_id, frames, ts, **fields),
+                           scenes=self.scenes)
 
     def upsert(self, videos: Iterable[EmbeddedVideo]) -> dict[str, list[str]]:
         """Store videos, crash-consistently; every video is validated before anything is written.
@@ -240,6 +249,8 @@ class VideoStore:
                 self.backend.set_payload(self.collection_name, {Key.COMPLETE: 1}, [p.id for p in pts])
                 for p in pts:
                     p.payload[Key.COMPLETE] = 1
+            if self.frame_store is not None:  # a cache: written once the points are in Qdrant
+                self.frame_store.put_many([(p.id, frames_version(p.payload), p.frames) for p in pts])
             stale = [c.id for c in before.get(vid, []) if c.id not in keep]
             for i in range(0, len(stale), 1024):  # right after the flip: at most one video has two versions
                 self.backend.delete(self.collection_name, models.Filter(must=[models.HasIdCondition(has_id=stale[i : i + 1024])]))  # type: ignore[list-item]
