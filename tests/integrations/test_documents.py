@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import random_frames
 from qdrant_client import QdrantClient
 
 from vtr_qdrant import ConfigError, VideoCollection
@@ -16,6 +15,11 @@ from vtr_qdrant.store.points import RESERVED_KEYS
 def _collection(test_bundle: ModelBundle) -> VideoCollection:
     vc = VideoCollection(QdrantClient(":memory:"), "videos", test_bundle)
     rng = np.random.default_rng(4)
+
+    def random_frames(rng: np.random.Generator, n: int) -> np.ndarray:
+        x = rng.standard_normal((n, 32)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
     for i in range(6):
         meta = {"n": i, "lang": "en"}
         if i % 3 == 0:
