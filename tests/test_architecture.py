@@ -38,7 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "ingest": BASE | {"model", "video", "store"},
     "collection": BASE | {"model", "video", "store", "search", "ingest"},
     "aio": BASE | {"store", "collection"},
-    "integrations": BASE | {"store", "search", "collection", "aio"},
+    "integrations": BASE | {"model", "store", "search", "collection", "aio"},
     "eval": BASE | {"model", "store", "search", "collection"},
     "synthetic": BASE | {"video", "eval"},
     "cli": BASE | {"model", "video", "store", "search", "ingest", "collection", "eval", "synthetic"},

@@ -12,7 +12,7 @@ langchain_tests = pytest.importorskip("langchain_tests.integration_tests")
 
 from langchain_core.documents import Document  # noqa: E402
 from qdrant_client import models  # noqa: E402
-from rag_world import QUERY, top_video  # noqa: E402
+from rag_world import QUERY, edge_world, top_video, world  # noqa: E402,F401 (fixtures)
 
 from vtr_qdrant import AsyncVideoCollection, ConfigError, VideoCollection  # noqa: E402
 from vtr_qdrant.integrations.documents import hit_documents  # noqa: E402

@@ -42,14 +42,10 @@ class VideoRetriever(BaseRetriever):
     """Retrieve videos (with the moment that matched) as LangChain ``Document`` objects.
 
     Args:
-        collection: a :class:`~vtr_qdrant.collection.VideoCollection`, or an
-            :class:`~vtr_qdrant.aio.AsyncVideoCollection` (``ainvoke`` then awaits it natively;
-            ``invoke`` works from threads without a running event loop).
+        collection, score_threshold, aggregation, content: as every retriever
+            (:mod:`vtr_qdrant.integrations`).
         k: how many videos (documents) to return.
         query_filter: a ``qdrant_client.models.Filter`` on payload fields (applied in stage 1).
-        score_threshold: drop hits whose stage-2 score is below this.
-        aggregation: stage-2 aggregation name (default: the collection's).
-        content: ``VideoHit -> str``, the text of a hit whose payload has no caption.
 
     Raises:
         ConfigError: ``collection`` or ``content`` of the wrong type; an unknown per-call argument.
