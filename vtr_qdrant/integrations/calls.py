@@ -3,7 +3,9 @@
 Every retriever of :mod:`vtr_qdrant.integrations` takes either. Its async entry point awaits the
 async collection natively; only a synchronous collection, which has no async path, is searched in
 a thread there (``asyncio.to_thread``). Its sync entry point runs an async collection's coroutine
-to completion with ``asyncio.run`` when the calling thread has no running event loop.
+to completion with ``asyncio.run`` when the calling thread has no running event loop — fine for
+local mode and Edge (they run on threads of their own); with an ``AsyncQdrantClient`` on a server,
+prefer the async entry points: its HTTP connections belong to the loop that opened them.
 """
 
 from __future__ import annotations
