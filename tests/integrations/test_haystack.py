@@ -119,8 +119,8 @@ def test_async_settings_reconnect_on_first_run_async(tmp_path: Path, test_bundle
         assert again.collection is None  # an async collection is created inside the running loop
         ids = _ids(await again.run_async(query=QUERY))
         assert isinstance(again.collection, AsyncVideoCollection) and again.to_dict() == data
+        again.collection.collection.backend.close()  # type: ignore[attr-defined]  # on the engine's thread
         await again.collection.close()
-        again.collection.collection.backend.close()  # type: ignore[attr-defined]
         return ids
 
     assert asyncio.run(reconnect()) == expected

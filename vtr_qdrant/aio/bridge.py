@@ -38,17 +38,12 @@ import contextvars
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
-import numpy as np
-from qdrant_client import models
-
 from ..errors import StorageError
-from ..store.backend import Candidate, StorageBackend
-from ..store.plan import StageOneQuery
-from ..store.points import PointData
+from ..store.backend import StorageBackend
 
 __all__ = ["BackgroundLoop", "CpuSlots", "LoopBoundClient", "ExecutorBackend", "run_in_worker", "default_cpu_slots"]
 
@@ -177,59 +172,33 @@ class LoopBoundClient:
         return call
 
 
-class ExecutorBackend(StorageBackend):
-    """Every call of a synchronous :class:`StorageBackend` runs on one dedicated executor.
+class ExecutorBackend:
+    """A synchronous back end whose every method runs on one dedicated executor.
+
+    A proxy, not a re-declaration: each public method of ``inner`` (the
+    :class:`StorageBackend` interface and its extras: ``close``, ``flush``, ``set_alias``...) is
+    looked up on ``inner`` and submitted to ``executor``, so the proxy follows the interface as it
+    grows. It is registered as a virtual :class:`StorageBackend`.
 
     Args:
         inner: the back end (e.g. :class:`~vtr_qdrant.store.edge.EdgeBackend`).
         executor: where its calls run (one thread: the engine sees one caller at a time).
-
-    Other attributes (``close``, ``flush``, ``set_alias``...) are forwarded to ``inner`` and run
-    in the calling thread.
     """
 
     def __init__(self, inner: StorageBackend, executor: Executor) -> None:
         self.inner = inner
         self.executor = executor
 
-    def _on(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return self.executor.submit(fn, *args, **kwargs).result()  # in-process engine: the slot is kept
-
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+        attr = getattr(self.inner, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
 
-    def collection_exists(self, name: str) -> bool:
-        return self._on(self.inner.collection_exists, name)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            # an in-process engine's work is CPU work of this machine: the worker keeps its slot
+            return self.executor.submit(attr, *args, **kwargs).result()
 
-    def create_collection(self, name: str, *, dim: int, metadata: dict[str, Any], index_frames: bool = False) -> None:
-        self._on(self.inner.create_collection, name, dim=dim, metadata=metadata, index_frames=index_frames)
+        return call
 
-    def collection_schema(self, name: str) -> dict[str, Any]:
-        return self._on(self.inner.collection_schema, name)
 
-    def create_payload_index(self, name: str, field: str, schema: str) -> None:
-        self._on(self.inner.create_payload_index, name, field, schema)
-
-    def upsert(self, name: str, points: Sequence[PointData]) -> None:
-        self._on(self.inner.upsert, name, points)
-
-    def query(self, name: str, queries: Sequence[StageOneQuery]) -> list[list[Candidate]]:
-        return self._on(self.inner.query, name, queries)
-
-    def scroll(self, name: str, query_filter: models.Filter | None, *, with_frames: bool, limit: int = 10_000) -> list[Candidate]:
-        return self._on(self.inner.scroll, name, query_filter, with_frames=with_frames, limit=limit)
-
-    def set_payload(self, name: str, payload: dict[str, Any], ids: Sequence[str]) -> None:
-        self._on(self.inner.set_payload, name, payload, ids)
-
-    def delete(self, name: str, query_filter: models.Filter) -> None:
-        self._on(self.inner.delete, name, query_filter)
-
-    def count(self, name: str, query_filter: models.Filter | None = None) -> int:
-        return self._on(self.inner.count, name, query_filter)
-
-    def fetch_frames(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        return self._on(self.inner.fetch_frames, name, ids)
-
-    def optimize(self, name: str) -> bool:
-        return self._on(self.inner.optimize, name)
+StorageBackend.register(ExecutorBackend)  # VideoCollection takes it as a back end

@@ -69,7 +69,7 @@ def _backend_of(client: Any) -> tuple[StorageBackend, ThreadPoolExecutor | Backg
         return QdrantClientBackend(cast(QdrantClient, LoopBoundClient(client))), None
     if isinstance(client, (StorageBackend, QdrantClient)):
         pool = ThreadPoolExecutor(1, thread_name_prefix="vtr-aio-backend")
-        return ExecutorBackend(as_backend(client), pool), pool
+        return cast(StorageBackend, ExecutorBackend(as_backend(client), pool)), pool
     raise TypeError(
         "expected a qdrant_client.AsyncQdrantClient (':memory:', path=..., url=...) or a StorageBackend "
         f"(e.g. EdgeBackend), got {type(client).__name__}"
