@@ -37,6 +37,8 @@ ALLOWED: dict[str, set[str]] = {
     "search": BASE | {"model", "store"},
     "ingest": BASE | {"model", "video", "store"},
     "collection": BASE | {"model", "video", "store", "search", "ingest"},
+    "aio": BASE | {"store", "collection"},
+    "integrations": BASE | {"model", "store", "search", "collection", "aio"},
     "eval": BASE | {"model", "store", "search", "collection"},
     "synthetic": BASE | {"video", "eval"},
     "cli": BASE | {"model", "video", "store", "search", "ingest", "collection", "eval", "synthetic"},

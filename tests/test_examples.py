@@ -64,3 +64,39 @@ def test_export_real_clip_with_a_tiny_random_architecture(tmp_path: Path) -> Non
     assert "exported" in out and "ingested 2" in out and out.count("score=") == 2
     again = _run(args, cwd=tmp_path)  # bundle reused, files unchanged: nothing re-ingested
     assert "exported" not in again and "skipped 2 unchanged" in again
+
+
+def _example(name: str, cwd: Path) -> str:
+    return _run([str(ROOT / "examples" / f"{name}.py")], cwd=cwd, timeout=120)
+
+
+def _citations(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("[") and "demo-output/videos/w1000000-v" in line]
+
+
+@pytest.mark.timeout(150)
+def test_async_search(tmp_path: Path) -> None:
+    out = _example("async_search", tmp_path)
+    assert "24 videos" in out and "8 concurrent searches in" in out and out.count("score=") == 9
+
+
+@pytest.mark.timeout(150)
+def test_rag_langchain(tmp_path: Path) -> None:
+    pytest.importorskip("langchain_core")
+    out = _example("rag_langchain", tmp_path)
+    assert "--- system" in out and "--- human" in out and len(_citations(out)) == 3
+
+
+@pytest.mark.timeout(150)
+def test_rag_llama_index(tmp_path: Path) -> None:
+    pytest.importorskip("llama_index.core")
+    out = _example("rag_llama_index", tmp_path)
+    sources = [line for line in out.splitlines() if " scenes  " in line]
+    assert len(sources) == 3 and all(int(line.split(" scenes")[0].split()[-1]) <= 3 for line in sources)  # the filter held
+
+
+@pytest.mark.timeout(150)
+def test_haystack_pipeline(tmp_path: Path) -> None:
+    pytest.importorskip("haystack")
+    out = _example("haystack_pipeline", tmp_path)
+    assert len(_citations(out)) == 3 and out.rstrip().splitlines()[-1].startswith("Question: ")

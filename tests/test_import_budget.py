@@ -22,7 +22,11 @@ vc = VideoCollection(QdrantClient(":memory:"), "v", "local-dir:" + sys.argv[1])
 rng = np.random.default_rng(0)
 vc.upsert_embeddings("a", rng.standard_normal((4, 32)), np.arange(4.0))
 hits = vc.search("a red circle", limit=1)
-heavy = ["torch", "ray", "open_clip", "av", "cv2", "ffmpeg", "imageio_ffmpeg", "onnx", "torchvision"]
+import vtr_qdrant.integrations.documents  # the hit -> document mapping needs no framework
+vtr_qdrant.integrations.documents.hit_documents(hits)
+assert vtr_qdrant.AsyncVideoCollection.search is not None
+heavy = ["torch", "ray", "open_clip", "av", "cv2", "ffmpeg", "imageio_ffmpeg", "onnx", "torchvision",
+         "langchain_core", "llama_index", "haystack"]
 print(json.dumps({"hit": hits[0].video_id, "loaded": [m for m in heavy if m in sys.modules]}))
 """
 

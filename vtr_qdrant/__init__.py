@@ -32,6 +32,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
+    from .aio.collection import AsyncVideoCollection
     from .collection import EmbeddedVideo, StoredVideo, VideoCollection
     from .model.bundle import ModelBundle, resolve_bundle
     from .model.encoders import FrameEncoder, TextEncoder
@@ -54,6 +55,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VideoCollection",
+    "AsyncVideoCollection",
     "EdgeBackend",
     "XPoolHead",
     "EmbeddedVideo",
@@ -101,6 +103,7 @@ _LAZY = {
     "EmbeddedVideo": "collection",
     "StoredVideo": "collection",
     "VideoCollection": "collection",
+    "AsyncVideoCollection": "aio.collection",
     "SamplingConfig": "video.sampling",
     "EdgeBackend": "store.edge",  # needs qdrant-edge-py (the edge extra)
     "FrameEncoder": "model.encoders",
