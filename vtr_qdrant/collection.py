@@ -19,22 +19,22 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidInputError
 from .model.bundle import ModelBundle, resolve_bundle
 from .model.runtime import Device
 from .search.aggregation import Aggregator
 from .search.hits import VideoHit
-from .search.query import DEFAULT_CANDIDATES, check_search_args, query_vectors
+from .search.pipeline import SearchOptions, StageOneSettings, run_search, single_query
+from .search.query import DEFAULT_CANDIDATES, query_vectors
 from .search.resolve import default_aggregation, resolve_aggregation
 from .search.stage_two import StageTwo
 from .store.backend import StorageBackend
 from .store.filters import check_collection_name
 from .store.frame_store import FrameStore
-from .store.plan import FRAMES_HNSW_EF, SCENES_HNSW_EF, StageOneQuery
-from .store.points import VECTOR_FRAMES, VECTOR_SCENES
+from .store.plan import FRAMES_HNSW_EF, SCENES_HNSW_EF
 from .store.qdrant import as_backend
 from .store.schema import ensure_collection
-from .store.videos import EmbeddedVideo, StoredVideo, VideoStore, current_versions
+from .store.videos import EmbeddedVideo, StoredVideo, VideoStore
 from .video.sampling import SamplingConfig
 
 if TYPE_CHECKING:
@@ -293,9 +293,11 @@ class VideoCollection:
         """A stored video (segments concatenated in time order), or None if absent."""
         return self.store.get(video_id, with_frames=with_frames)
 
-    def count(self, query_filter: models.Filter | None = None) -> int:
-        """Number of videos (not points) matching an optional filter."""
-        return self.store.count(query_filter)
+    def count(self, query_filter: models.Filter | None = None, *, count_filter: models.Filter | None = None) -> int:
+        """Number of videos (not points) matching an optional filter (``count_filter``: qdrant-client's name)."""
+        if query_filter is not None and count_filter is not None:
+            raise InvalidInputError("give query_filter or count_filter (the same thing), not both")
+        return self.store.count(query_filter if count_filter is None else count_filter)
 
     def count_points(self) -> int:
         """Number of points (segments) in the collection."""
@@ -319,37 +321,54 @@ class VideoCollection:
 
     def search(
         self,
-        query: str | np.ndarray,
+        query: str | np.ndarray | None = None,
         limit: int = 10,
         query_filter: models.Filter | None = None,
         *,
+        image: np.ndarray | None = None,
+        like: str | None = None,
         candidates: int | None = None,
         aggregation: str | Aggregator | None = None,
         rescore: bool = False,
         hybrid: bool | None = None,
         score_threshold: float | None = None,
-        with_payload: bool = True,
+        with_payload: bool | Sequence[str] = True,
+        offset: int = 0,
+        search_params: models.SearchParams | None = None,
     ) -> list[VideoHit]:
-        """Find the videos that best match a text (or a query vector).
+        """Find the videos that best match a text, a query vector, an image or a stored video.
 
         Args:
             query: a non-empty text, or a (D,) float query embedding.
             limit: how many videos to return (>= 1).
-            query_filter: a ``qdrant_client.models.Filter`` on payload fields, applied inside stage 1.
-            candidates: K, how many points stage 1 hands to stage 2 (default max(100, limit)).
+            query_filter: a ``qdrant_client.models.Filter`` (or its dict form) on payload fields,
+                applied inside stage 1.
+            image: instead of ``query``: (H, W, 3) or (N, H, W, 3) uint8 RGB, via the visual tower.
+            like: instead of ``query``: a stored video's id (its frames' mean; itself left out).
+            candidates: K, how many points stage 1 hands to stage 2 (default max(100, limit + offset)).
             aggregation: stage-2 aggregation for this call (default: the collection's).
             rescore: rescore stage 1 by MaxSim over the frames (prefetch 4K on the pooled vector).
-            hybrid: frame-aware stage 1 (half the candidates by pooled cosine, half by best frame);
+            hybrid: frame-aware stage 1 (half the candidates by pooled cosine, half by best scene);
                 default: on when the collection was created with ``index_frames``.
             score_threshold: drop hits whose stage-2 score is below this.
-            with_payload: include payloads in the hits.
+            with_payload: include payloads in the hits: True, False, or a list of field names.
+            offset: skip this many hits (paging, as in qdrant-client).
+            search_params: ``models.SearchParams`` for this call's stage 1 (``hnsw_ef``, ``exact``).
 
         Returns:
             Up to ``limit`` :class:`VideoHit`, best first, one per video.
+
+        Raises:
+            InvalidInputError: a bad argument, or not exactly one of query / image / like.
         """
+        query, query_filter = single_query(
+            query, image, like, query_filter, encode_frames=lambda x: self.frame_encoder.encode(x),
+            stored_frames=lambda vid: (v.frames if (v := self.get(vid)) is not None else None),
+        )
         return self.search_batch(
-            [query], limit, query_filter, candidates=candidates, aggregation=aggregation, rescore=rescore,
-            hybrid=hybrid, score_threshold=score_threshold, with_payload=with_payload,
+            [query], limit, query_filter, candidates=candidates, aggregation=aggregation, rescore=rescore,  # type: ignore[list-item]
+            hybrid=hybrid, score_threshold=score_threshold, with_payload=with_payload, offset=offset,
+            search_params=search_params,
         )[0]
 
     def search_batch(
@@ -363,35 +382,18 @@ class VideoCollection:
         rescore: bool = False,
         hybrid: bool | None = None,
         score_threshold: float | None = None,
-        with_payload: bool = True,
+        with_payload: bool | Sequence[str] = True,
+        offset: int = 0,
+        search_params: models.SearchParams | None = None,
     ) -> list[list[VideoHit]]:
         """Run many searches with one stage-1 round trip; arguments as :meth:`search`.
 
         Returns:
             One ranked hit list per query, in order.
         """
-        k, query_filter, score_threshold = check_search_args(limit, candidates, query_filter, score_threshold)
+        options = SearchOptions(limit, offset, query_filter, candidates, rescore, hybrid, score_threshold, with_payload, search_params)
+        options.checked()  # every argument refused before the text tower runs
         agg = self.aggregation if aggregation is None else self._resolve_aggregation(aggregation)
+        settings = StageOneSettings(self.frames_indexed, self.schema.scenes_indexed, self.hnsw_ef, self.frames_hnsw_ef, self.exact)
         vectors = query_vectors(queries, self.dim, self.encode_text)
-        stage1 = [
-            StageOneQuery(
-                vector=v,
-                limit=k,
-                query_filter=query_filter,
-                rescore=rescore,
-                hybrid=self.frames_indexed if hybrid is None else hybrid,
-                hnsw_ef=self.hnsw_ef,
-                frames_hnsw_ef=self.frames_hnsw_ef,
-                aware_vector=VECTOR_SCENES if self.schema.scenes_indexed else VECTOR_FRAMES,
-                exact=self.exact,
-                with_frames=self.stage_two.frames_with_stage_one,
-            )
-            for v in vectors
-        ]
-        results = [current_versions(c) for c in self.backend.query(self.collection_name, stage1)]  # hide half-written videos
-        if not self.stage_two.frames_with_stage_one:
-            self.stage_two.attach_frames(self.backend, self.collection_name, [c for cands in results for c in cands])
-        return [
-            self.stage_two.rank(v, cands, agg, limit=limit, score_threshold=score_threshold, with_payload=with_payload)
-            for v, cands in zip(vectors, results)
-        ]
+        return run_search(self.backend, self.collection_name, settings, self.stage_two, vectors, agg, options)

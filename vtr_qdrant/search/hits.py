@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..store.points import RESERVED_KEYS, Key
+
 __all__ = ["Moment", "VideoHit", "moment_from_weights", "extend_across_segments", "MOMENT_PEAK_FRACTION"]
 
 #: a frame joins the moment when its weight is at least this fraction of the peak frame's
@@ -65,6 +67,21 @@ class VideoHit(BaseModel):
     segment_index: int = 0
     point_id: str
     stage1_score: float
+
+    def to_dict(self, full: bool = False) -> dict[str, Any]:
+        """JSON-ready. Compact by default: ``video_id``, ``score``, ``uri``, ``moment`` (start, end,
+        peak), ``segment_index`` and the user's payload fields, without the per-frame timestamps,
+        digests, versions and other fields vtr-qdrant keeps for itself. ``full=True``: everything."""
+        if full:
+            return self.model_dump(mode="json")
+        return {
+            "video_id": self.video_id,
+            "score": self.score,
+            "uri": self.payload.get(Key.URI),
+            "moment": {"start": self.moment.start, "end": self.moment.end, "peak": self.moment.peak},
+            "segment_index": self.segment_index,
+            "payload": {k: v for k, v in self.payload.items() if k not in RESERVED_KEYS},
+        }
 
 
 def moment_from_weights(
