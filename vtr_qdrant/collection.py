@@ -306,15 +306,10 @@ class VideoCollection:
     def info(self) -> dict[str, Any]:
         """Collection facts: model, dimension, sampling, counts."""
         return {
-            "collection_name": self.collection_name,
-            "model_name": self.bundle.name if self.bundle else None,
-            "model_fingerprint": self.fingerprint,
-            "dim": self.dim,
-            "sampling": self.sampling.model_dump(),
-            "videos": self.count(),
-            "points": self.count_points(),
-            "aggregation": repr(self.aggregation),
-            "frames_indexed": self.frames_indexed,
+            "collection_name": self.collection_name, "model_name": self.bundle.name if self.bundle else None,
+            "model_fingerprint": self.fingerprint, "dim": self.dim, "sampling": self.sampling.model_dump(),
+            "videos": self.count(), "points": self.count_points(), "aggregation": repr(self.aggregation),
+            "frames_indexed": self.frames_indexed, "scenes_indexed": self.schema.scenes_indexed,
         }
 
     # ------------------------------------------------------------------ search
@@ -335,25 +330,26 @@ class VideoCollection:
         with_payload: bool | Sequence[str] = True,
         offset: int = 0,
         search_params: models.SearchParams | None = None,
+        timeout: int | None = None,
+        consistency: models.ReadConsistency | None = None,
     ) -> list[VideoHit]:
         """Find the videos that best match a text, a query vector, an image or a stored video.
 
         Args:
             query: a non-empty text, or a (D,) float query embedding.
             limit: how many videos to return (>= 1).
-            query_filter: a ``qdrant_client.models.Filter`` (or its dict form) on payload fields,
-                applied inside stage 1.
+            query_filter: a ``models.Filter`` (or its dict form) on payload fields, inside stage 1.
             image: instead of ``query``: (H, W, 3) or (N, H, W, 3) uint8 RGB, via the visual tower.
             like: instead of ``query``: a stored video's id (its frames' mean; itself left out).
             candidates: K, how many points stage 1 hands to stage 2 (default max(100, limit + offset)).
             aggregation: stage-2 aggregation for this call (default: the collection's).
             rescore: rescore stage 1 by MaxSim over the frames (prefetch 4K on the pooled vector).
-            hybrid: frame-aware stage 1 (half the candidates by pooled cosine, half by best scene);
-                default: on when the collection was created with ``index_frames``.
+            hybrid: frame-aware stage 1 (half the candidates by best scene); default: ``index_frames``.
             score_threshold: drop hits whose stage-2 score is below this.
             with_payload: include payloads in the hits: True, False, or a list of field names.
             offset: skip this many hits (paging, as in qdrant-client).
             search_params: ``models.SearchParams`` for this call's stage 1 (``hnsw_ef``, ``exact``).
+            timeout, consistency: qdrant-client's per-request server timeout (s) and read consistency.
 
         Returns:
             Up to ``limit`` :class:`VideoHit`, best first, one per video.
@@ -368,7 +364,7 @@ class VideoCollection:
         return self.search_batch(
             [query], limit, query_filter, candidates=candidates, aggregation=aggregation, rescore=rescore,  # type: ignore[list-item]
             hybrid=hybrid, score_threshold=score_threshold, with_payload=with_payload, offset=offset,
-            search_params=search_params,
+            search_params=search_params, timeout=timeout, consistency=consistency,
         )[0]
 
     def search_batch(
@@ -385,13 +381,16 @@ class VideoCollection:
         with_payload: bool | Sequence[str] = True,
         offset: int = 0,
         search_params: models.SearchParams | None = None,
+        timeout: int | None = None,
+        consistency: models.ReadConsistency | None = None,
     ) -> list[list[VideoHit]]:
         """Run many searches with one stage-1 round trip; arguments as :meth:`search`.
 
         Returns:
             One ranked hit list per query, in order.
         """
-        options = SearchOptions(limit, offset, query_filter, candidates, rescore, hybrid, score_threshold, with_payload, search_params)
+        options = SearchOptions(limit, offset, query_filter, candidates, rescore, hybrid, score_threshold, with_payload,
+                                search_params, timeout, consistency)
         options.checked()  # every argument refused before the text tower runs
         agg = self.aggregation if aggregation is None else self._resolve_aggregation(aggregation)
         settings = StageOneSettings(self.frames_indexed, self.schema.scenes_indexed, self.hnsw_ef, self.frames_hnsw_ef, self.exact)

@@ -100,3 +100,35 @@ def test_search_by_image(vc: VideoCollection, test_bundle: ModelBundle) -> None:
     assert vc.search(image=np.stack([red, red]), limit=1)[0].video_id == "red-video"
     with pytest.raises(InvalidInputError, match="uint8 RGB"):
         vc.search(image=np.zeros((4, 4), np.float32))
+
+
+def test_timeout_and_consistency_reach_a_server_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No server here: the request qdrant-client would send is captured at its public method."""
+    from vtr_qdrant.store.plan import StageOneQuery
+    from vtr_qdrant.store.qdrant import QdrantClientBackend
+
+    client = QdrantClient(url="http://127.0.0.1:9", check_compatibility=False)  # never contacted
+    seen: dict[str, Any] = {}
+
+    def query_points(name: str, **kw: Any) -> Any:
+        from qdrant_client.http import models as rest
+
+        seen.clear()
+        seen.update(kw)
+        return rest.QueryResponse(points=[])
+
+    monkeypatch.setattr(client, "query_points", query_points)
+    backend = QdrantClientBackend(client)
+    q = StageOneQuery(np.ones(4, np.float32), limit=5, timeout=7, consistency=models.ReadConsistencyType.ALL)
+    assert backend.query("c", [q]) == [[]]
+    assert seen["timeout"] == 7 and seen["consistency"] == models.ReadConsistencyType.ALL
+    backend.query("c", [StageOneQuery(np.ones(4, np.float32), limit=5)])
+    assert seen["timeout"] == backend.timeout and "consistency" not in seen
+
+
+def test_timeout_checked_and_ignored_by_embedded_engines(vc: VideoCollection) -> None:
+    q = random_frames(np.random.default_rng(9), 1)[0]
+    assert vc.search(q, limit=2, timeout=5, consistency=models.ReadConsistencyType.MAJORITY)  # local / Edge: no replicas
+    for bad in (0, 1.5, True):
+        with pytest.raises(InvalidInputError, match="timeout"):
+            vc.search(q, timeout=bad)  # type: ignore[arg-type]

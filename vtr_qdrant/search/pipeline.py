@@ -53,6 +53,8 @@ class SearchOptions:
     score_threshold: float | None = None
     with_payload: bool | Sequence[str] = True
     search_params: models.SearchParams | None = None
+    timeout: int | None = None
+    consistency: Any = None
 
     def checked(self) -> tuple[int, SearchOptions]:
         """(K, the options with the filter and threshold validated); raises InvalidInputError."""
@@ -61,12 +63,15 @@ class SearchOptions:
         wp = self.with_payload
         if not isinstance(wp, bool) and (isinstance(wp, str) or not all(isinstance(k, str) for k in wp)):
             raise InvalidInputError(f"with_payload must be a bool or a list of payload field names, got {wp!r}")
+        t = self.timeout
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1):
+            raise InvalidInputError(f"timeout must be a whole number of seconds >= 1 (as in qdrant-client) or None, got {t!r}")
         if self.search_params is not None and not isinstance(self.search_params, models.SearchParams):
             raise InvalidInputError(f"search_params must be a qdrant_client.models.SearchParams, got {type(self.search_params).__name__}")
         k, flt, threshold = check_search_args(self.limit, self.candidates, self.query_filter, self.score_threshold)
         k = max(k, int(self.limit) + int(self.offset))  # every hit of the requested page reaches stage 2
         return k, SearchOptions(self.limit, int(self.offset), flt, self.candidates, self.rescore, self.hybrid, threshold,
-                                self.with_payload, self.search_params)
+                                self.with_payload, self.search_params, self.timeout, self.consistency)
 
 
 def run_search(
@@ -97,6 +102,8 @@ def run_search(
             aware_vector=VECTOR_SCENES if settings.scenes_indexed else VECTOR_FRAMES,
             exact=bool(sp.exact) if sp is not None and sp.exact is not None else settings.exact,
             with_frames=stage_two.frames_with_stage_one,
+            timeout=o.timeout,
+            consistency=o.consistency,
         )
         for v in vectors
     ]

@@ -11,7 +11,7 @@ wider beam" or the fusion constant exists once and cannot drift between engines;
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from qdrant_client import models
@@ -62,6 +62,10 @@ class StageOneQuery:
         score_threshold: drop candidates scoring below this.
         aware_vector: the multivector the hybrid prefetch searches: ``VECTOR_FRAMES``, or
             ``VECTOR_SCENES`` in collections that have scene vectors (faster, better recall).
+        timeout: server-side request timeout, seconds (None: the back end's); an embedded engine
+            runs in-process and ignores it.
+        consistency: qdrant-client ``ReadConsistency`` for a replicated server collection (ignored
+            by local mode and Edge: one replica).
     """
 
     vector: np.ndarray
@@ -76,6 +80,8 @@ class StageOneQuery:
     exact: bool = False
     score_threshold: float | None = None
     aware_vector: str = VECTOR_FRAMES
+    timeout: int | None = None
+    consistency: Any = None
 
 
 @dataclass(frozen=True)

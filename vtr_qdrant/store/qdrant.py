@@ -134,6 +134,9 @@ class QdrantClientBackend(StorageBackend):
         if not queries:
             return []
         requests = [self._request(q) for q in queries]
+        timeout = queries[0].timeout if queries[0].timeout is not None else self.timeout
+        # local mode has no replicas (and no such argument): only a server gets it
+        consistency = {"consistency": queries[0].consistency} if queries[0].consistency is not None and not _is_local(self.client) else {}
         if len(requests) == 1:
             r = requests[0]
             resp = [
@@ -148,11 +151,12 @@ class QdrantClientBackend(StorageBackend):
                     with_payload=True,
                     with_vectors=r.with_vector if r.with_vector is not None else False,
                     score_threshold=r.score_threshold,
-                    timeout=self.timeout,
+                    timeout=timeout,
+                    **consistency,
                 )
             ]
         else:
-            resp = self.client.query_batch_points(name, requests=requests, timeout=self.timeout)
+            resp = self.client.query_batch_points(name, requests=requests, timeout=timeout, **consistency)
         return [
             [candidate_of(p) for p in r.points]
             for r in resp
@@ -228,3 +232,8 @@ def open_local_client(path: str | os.PathLike[str]) -> QdrantClient:
             "admits one process at a time). Wait for that process to finish, or, to read and write from "
             "several processes, use a Qdrant server (--qdrant-url http://...) or Qdrant Edge"
         ) from None
+
+
+def _is_local(client: QdrantClient) -> bool:
+    """Whether a QdrantClient is local mode (":memory:" or a folder), not a server."""
+    return type(getattr(client, "_client", None)).__name__ == "QdrantLocal"
