@@ -232,6 +232,8 @@ class VideoCollection:
         """
         return self.store.upsert([EmbeddedVideo(video_id, frames, timestamps, metadata, uri, duration, content_hash)])[video_id]
 
+    add_embeddings = upsert_embeddings  # the name RAG stacks use for "store these vectors"
+
     def upsert_embeddings_batch(self, videos: Iterable[EmbeddedVideo]) -> dict[str, list[str]]:
         """Store many videos; every video is validated before anything is written.
 

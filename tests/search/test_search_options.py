@@ -132,3 +132,10 @@ def test_timeout_checked_and_ignored_by_embedded_engines(vc: VideoCollection) ->
     for bad in (0, 1.5, True):
         with pytest.raises(InvalidInputError, match="timeout"):
             vc.search(q, timeout=bad)  # type: ignore[arg-type]
+
+
+def test_add_embeddings_is_upsert_embeddings(vc: VideoCollection) -> None:
+    frames = random_frames(np.random.default_rng(10), 3)
+    ids = vc.add_embeddings("added", frames, np.arange(3.0))
+    stored = vc.get("added")
+    assert stored is not None and stored.point_ids == ids and np.allclose(stored.frames, frames, atol=1e-6)

@@ -204,6 +204,7 @@ class AsyncVideoCollection:
     search_batch = _twin(VideoCollection.search_batch)
     encode_text = _twin(VideoCollection.encode_text)
     upsert_embeddings = _twin(VideoCollection.upsert_embeddings)
+    add_embeddings = upsert_embeddings
     upsert_embeddings_batch = _twin(VideoCollection.upsert_embeddings_batch)
     add_videos = _twin(VideoCollection.add_videos)
     get = _twin(VideoCollection.get)
