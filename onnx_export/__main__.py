@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--name", help="bundle name (default: MODEL/PRETRAINED or MODEL/<checkpoint stem>)")
     c.add_argument("--fp16", action="store_true", help="float16 graphs for the GPU path (fp32 inputs/outputs)")
     c.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the image tower (CPU path)")
+    c.add_argument("--int8-text", action="store_true",
+                   help="dynamic int8 quantisation of the text tower (refused below cosine 0.999 to fp32)")
     c.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default 18)")
     c.add_argument("--opt-level", choices=["disable", "basic", "extended", "all"],
                    help="save graphs pre-optimised by onnxruntime at this level (above basic: hardware-specific)")
@@ -80,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cache_dir=args.cache_dir,
             fp16=args.fp16,
             int8=args.int8,
+            int8_text=args.int8_text,
             opset=args.opset,
             opt_level=args.opt_level,
             min_cosine=args.min_cosine,

@@ -14,12 +14,15 @@ from .quantize import convert_fp16, quantize_int8
 from .towers import ExportError
 from .verify import Parity, compare, onnx_session, run_onnx, run_onnx_isolated
 
-__all__ = ["INT8_MIN_COSINE", "fmt_parity", "check_fp32", "quantize_visual_int8", "convert_towers_fp16"]
+__all__ = ["INT8_MIN_COSINE", "INT8_TEXT_MIN_COSINE", "fmt_parity", "check_fp32", "quantize_visual_int8",
+           "quantize_text_int8", "convert_towers_fp16"]
 
 log = logging.getLogger("onnx_export.clip")
 
 #: int8 quantisation changes the numbers on purpose; below this cosine to torch the export is refused.
 INT8_MIN_COSINE = 0.99
+#: the int8 text tower must stay this close to the fp32 graph on every parity text.
+INT8_TEXT_MIN_COSINE = 0.999
 
 
 def fmt_parity(p: Parity) -> str:
@@ -53,28 +56,38 @@ def check_fp32(
 
 def quantize_visual_int8(tmp: Path, vpath: Path, images: np.ndarray, ref_v: np.ndarray) -> dict[str, Any]:
     """Replace the visual graph by its int8 dynamic quantisation; refuse it below :data:`INT8_MIN_COSINE`."""
-    q = tmp / "visual.int8.onnx"
-    quantize_int8(vpath, q)
+    return _quantize_tower(tmp, vpath, images, ref_v, "visual", INT8_MIN_COSINE)
+
+
+def quantize_text_int8(tmp: Path, tpath: Path, ids: np.ndarray, ref_t: np.ndarray) -> dict[str, Any]:
+    """Replace the text graph by its int8 dynamic quantisation; refuse it below
+    :data:`INT8_TEXT_MIN_COSINE` to the fp32 graph (query embeddings decide the whole ranking)."""
+    return _quantize_tower(tmp, tpath, ids, ref_t, "text", INT8_TEXT_MIN_COSINE, against_fp32=True)
+
+
+def _quantize_tower(tmp: Path, path: Path, inputs: np.ndarray, ref: np.ndarray, tower: str, need: float,
+                    *, against_fp32: bool = False) -> dict[str, Any]:
+    q = tmp / f"{tower}.int8.onnx"
+    quantize_int8(path, q)
     sess = onnx_session(q)
-    out_q = run_onnx(sess, images)
-    pq = compare(ref_v, out_q)
-    vs32 = compare(run_onnx(onnx_session(vpath), images), out_q)
+    out_q = run_onnx(sess, inputs)
+    pq = compare(ref, out_q)
+    vs32 = compare(run_onnx(onnx_session(path), inputs), out_q)
     del sess
     rec = {**pq.as_dict(), "min_cosine_vs_fp32": vs32.min_cosine,
-           "bytes_fp32": vpath.stat().st_size, "bytes_int8": q.stat().st_size}
-    result = rec
-    log.info("int8 visual tower: %s (vs fp32 ONNX: %.6f)", fmt_parity(pq), vs32.min_cosine)
-    if not pq.min_cosine >= INT8_MIN_COSINE:
+           "bytes_fp32": path.stat().st_size, "bytes_int8": q.stat().st_size}
+    log.info("int8 %s tower: %s (vs fp32 ONNX: %.6f)", tower, fmt_parity(pq), vs32.min_cosine)
+    got = vs32.min_cosine if against_fp32 else pq.min_cosine
+    if not got >= need:
         raise ExportError(
-            f"int8 visual tower is too far from torch ({fmt_parity(pq)}; need >= {INT8_MIN_COSINE}); "
-            "export without int8"
+            f"int8 {tower} tower is too far from {'the fp32 graph' if against_fp32 else 'torch'} "
+            f"(min cosine {got:.6f}; need >= {need}); export without int8 for it"
         )
     if pq.min_cosine < 0.999:
-        log.warning("int8 visual tower agrees with torch only to cosine %.6f; check retrieval quality "
-                    "before using it", pq.min_cosine)
-    os.replace(q, vpath)
-
-    return result
+        log.warning("int8 %s tower agrees with torch only to cosine %.6f; check retrieval quality "
+                    "before using it", tower, pq.min_cosine)
+    os.replace(q, path)
+    return rec
 
 
 def convert_towers_fp16(

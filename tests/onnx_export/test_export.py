@@ -228,6 +228,27 @@ def test_int8_visual_tower(bundle: oclip.ExportReport, tiny_model: torch.nn.Modu
     ModelBundle.load(rep.out_dir, verify=True)
 
 
+def test_int8_text_tower(bundle: oclip.ExportReport, tiny_model: torch.nn.Module, tmp_path: Path) -> None:
+    from onnx_export.clip_precision import INT8_TEXT_MIN_COSINE
+
+    try:
+        rep = _export(tiny_model, tmp_path / "qt", int8_text=True, method="legacy")
+    except oclip.ExportError as e:  # a model whose int8 text tower drifts is refused, and nothing is written
+        assert "int8 text tower is too far from the fp32 graph" in str(e)
+        assert not (tmp_path / "qt").exists()
+        return
+    rec = rep.manifest.source.recipe["parity"]["text_int8"]
+    assert rec["min_cosine_vs_fp32"] >= INT8_TEXT_MIN_COSINE and rec["bytes_int8"] < rec["bytes_fp32"]
+    assert rep.manifest.source.recipe["export"]["int8_text"] is True
+    q = rep.out_dir / "text.onnx"
+    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for n in onnx.load(str(q)).graph.node)
+    assert (rep.out_dir / "visual.onnx").stat().st_size == (bundle.out_dir / "visual.onnx").stat().st_size  # fp32 kept
+    texts = ["a red circle", "two blue squares on green", "x"]
+    fp32 = ModelBundle.load(bundle.out_dir, verify=True).text_encoder().encode(texts)
+    int8 = ModelBundle.load(rep.out_dir, verify=True).text_encoder().encode(texts)
+    assert np.min(np.sum(fp32 * int8, axis=1)) >= INT8_TEXT_MIN_COSINE - 1e-3  # beyond the parity texts too
+
+
 def test_export_pretrained_from_local_checkpoint(tiny_arch: str, tiny_model: torch.nn.Module, tmp_path: Path) -> None:
     ckpt = tmp_path / "tiny.pt"
     torch.save(tiny_model.state_dict(), ckpt)
