@@ -105,7 +105,7 @@ class CollectionHandle:
                 self.fields = await payload_indexes(vc)
             except Exception as e:
                 self._failed_at = time.monotonic()
-                reason = "unreachable" if is_unavailable(e) else f"not usable: {e}"
+                reason = "unreachable or busy" if is_unavailable(e) else f"not usable: {e}"
                 self._failure = f"the collection cannot be opened (the vector store is {reason}); retry later"
                 log.warning("opening the collection failed: %s: %s", type(e).__name__, e)
                 raise ApiError(503, "backend_unavailable", self._failure) from None

@@ -64,7 +64,8 @@ def _client(target: Target) -> Any:
     from qdrant_client import AsyncQdrantClient
 
     if target.url:
-        return AsyncQdrantClient(url=target.url, api_key=os.environ.get("QDRANT_API_KEY"), timeout=10)
+        # no version check: it is a blocking request made in the constructor, on the event loop
+        return AsyncQdrantClient(url=target.url, api_key=os.environ.get("QDRANT_API_KEY"), timeout=10, check_compatibility=False)
     return AsyncQdrantClient(path=target.qdrant_path)
 
 

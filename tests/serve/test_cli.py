@@ -1,0 +1,63 @@
+"""``vtr-qdrant serve`` exactly as the interface names it: a real process on a loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from served_world import ServedWorld, free_port, served  # noqa: F401
+
+from vtr_qdrant.cli.main import build_parser, main
+
+
+def test_the_flags_of_the_interface() -> None:
+    args = build_parser().parse_args([
+        "serve", "--collection", "demo", "--url", "http://localhost:6333", "--bundle", "synthetic-world/v2", "--host", "0.0.0.0",
+        "--port", "9000", "--media-root", "a", "b", "--media-root", "c", "--api-key", "k", "--workers", "2",
+    ])
+    assert (args.collection, args.qdrant_url, args.bundle, args.host, args.port) == ("demo", "http://localhost:6333", "synthetic-world/v2", "0.0.0.0", 9000)
+    assert args.media_root == ["a", "b", "c"] and args.api_key == "k" and args.workers == 2
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--collection", "demo", "--edge-path", "x", "--url", "http://h"])
+
+
+def test_workers_need_a_server(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--collection", "demo", "--edge-path", str(tmp_path), "--workers", "2"]) == 2
+    assert "--workers > 1 needs a Qdrant server (--url)" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
+def test_serve_runs_and_stops(served: ServedWorld) -> None:
+    port = free_port()
+    cmd = [sys.executable, "-m", "vtr_qdrant.cli.main", "serve", "--collection", "demo", "--edge-path", str(served.edge),
+           "--port", str(port), "--media-root", str(served.root)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline, health = time.monotonic() + 60, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert health is not None and health.json() == {"status": "ok", "collection": "demo", "videos": len(served.ids) + len(served.hostile)}
+        hits = httpx.get(f"http://127.0.0.1:{port}/search", params={"q": served.world.videos[0].caption}).json()["hits"]
+        assert hits and hits[0]["moment"]["end"] > hits[0]["moment"]["start"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    log = err.decode()
+    assert '"route": "/health"' in log and '"status": 200' in log  # the structured access log, one JSON per request
+
+
+def test_a_missing_collection_stops_an_embedded_server(tmp_path) -> None:
+    port = free_port()
+    out = subprocess.run([sys.executable, "-m", "vtr_qdrant.cli.main", "serve", "--collection", "nope", "--edge-path", str(tmp_path),
+                          "--port", str(port)], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "cannot serve collection 'nope'" in out.stderr
