@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -78,10 +79,10 @@ def _build(tmp: Path) -> ServedWorld:
             metadata=[{"caption": world.video(v).caption, "n_scenes": len(world.video(v).scenes)} for v in ids],
         )
         assert not report.failed, report.summary()
-        donor = vc.get(ids[0])
-        assert donor is not None
-        for vid, uri in hostile.items():
-            vc.upsert_embeddings(vid, donor.frames, donor.timestamps, uri=uri, duration=world.video(ids[0]).duration,
+        rng = np.random.default_rng(0)
+        for vid, uri in hostile.items():  # random frames: they rank below the real videos
+            frames = rng.standard_normal((12, vc.dim)).astype(np.float32)
+            vc.upsert_embeddings(vid, frames, np.linspace(0.3, 8.0, 12), uri=uri, duration=world.video(ids[0]).duration,
                                  metadata={"caption": "hostile " + vid, "n_scenes": 0})
         served = ServedWorld(root, tmp / "edge", secret, world, ids, hostile)
         for q in (world.queries("scene")[0].text, world.videos[2].caption):
@@ -127,6 +128,35 @@ def assert_error(response: Any, status: int, type_: str | None = None) -> dict[s
     return body["error"]
 
 
+@contextmanager
+def live_server(app: Any) -> Iterator[str]:
+    """``app`` under a real uvicorn server on a free loopback port, in a thread; yields its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_keep_alive=5))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def edge_app(served: ServedWorld, **config: Any) -> Any:
+    """The app on the Edge collection (it opens the folder at start-up and closes it at shutdown)."""
+    options = ServeOptions(COLLECTION, Target(edge_path=str(served.edge)), None, [str(served.root)])
+    return create_app(make_handle(options), ServeConfig.build(COLLECTION, [served.root], **config))
+
+
 def free_port() -> int:
     import socket
 
@@ -135,4 +165,4 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-__all__ = ["served", "api", "serving", "assert_error", "free_port", "ServedWorld", "MARKER", "COLLECTION"]
+__all__ = ["served", "api", "serving", "assert_error", "free_port", "live_server", "edge_app", "ServedWorld", "MARKER", "COLLECTION"]

@@ -3,38 +3,19 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from served_world import ServedWorld, free_port, served  # noqa: F401
-
-from vtr_qdrant.serve.app import create_app
-from vtr_qdrant.serve.config import ServeConfig
+from served_world import ServedWorld, edge_app, live_server, served  # noqa: F401
 
 
 @pytest.fixture
 def live(served: ServedWorld) -> Iterator[str]:
     """The app under a real uvicorn server on a loopback port (body timeout 1 s)."""
-    import uvicorn
-
-    from vtr_qdrant.serve.runner import ServeOptions, Target, make_handle
-
-    options = ServeOptions("demo", Target(edge_path=str(served.edge)), None, [str(served.root)])
-    app = create_app(make_handle(options), ServeConfig.build("demo", [served.root], body_timeout_s=1.0))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_keep_alive=5))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=15)
+    with live_server(edge_app(served, body_timeout_s=1.0)) as url:
+        yield url
 
 
 @pytest.mark.timeout(60)
