@@ -61,3 +61,20 @@ def test_a_missing_collection_stops_an_embedded_server(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-m", "vtr_qdrant.cli.main", "serve", "--collection", "nope", "--edge-path", str(tmp_path),
                           "--port", str(port)], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "cannot serve collection 'nope'" in out.stderr
+
+
+def test_worker_processes_build_their_app_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--workers N`` (a server only): each uvicorn worker rebuilds the app from ENV_VAR."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from vtr_qdrant.serve.runner import ENV_VAR, app_from_env
+
+    url = f"http://127.0.0.1:{free_port()}"  # no server there: the worker starts and answers 503
+    monkeypatch.setenv(ENV_VAR, json.dumps({"collection": "demo", "target": {"qdrant_path": None, "edge_path": None, "url": url},
+                                            "bundle": None, "media_roots": [], "api_key": "k"}))
+    with TestClient(app_from_env(), raise_server_exceptions=False) as client:
+        assert client.get("/search?q=x").status_code == 401  # the key travelled too
+        r = client.get("/health")
+        assert r.status_code == 503 and r.json()["error"]["type"] == "backend_unavailable"
