@@ -78,3 +78,34 @@ def test_worker_processes_build_their_app_from_the_environment(monkeypatch: pyte
         assert client.get("/search?q=x").status_code == 401  # the key travelled too
         r = client.get("/health")
         assert r.status_code == 503 and r.json()["error"]["type"] == "backend_unavailable"
+
+
+def test_local_mode_folder_serves_the_same_api(served: ServedWorld, tmp_path) -> None:
+    """The default target (--qdrant-path, qdrant-client local mode) through the same handle."""
+    import warnings
+
+    from fastapi.testclient import TestClient
+    from qdrant_client import QdrantClient
+
+    from vtr_qdrant import VideoCollection
+    from vtr_qdrant.serve.app import create_app
+    from vtr_qdrant.serve.config import ServeConfig
+    from vtr_qdrant.serve.runner import ServeOptions, Target, make_handle
+
+    ids = served.ids[:2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        client = QdrantClient(path=str(tmp_path / "q"))
+    try:
+        vc = VideoCollection(client, "demo", "synthetic-world/v2")
+        assert not vc.add_videos([str(served.path(v)) for v in ids], video_ids=ids, progress=False).failed
+        expected = [h.video_id for h in vc.search(served.world.video(ids[1]).caption, limit=2)]
+    finally:
+        client.close()
+    options = ServeOptions("demo", Target(qdrant_path=str(tmp_path / "q")), None, [str(served.root)])
+    with TestClient(create_app(make_handle(options), ServeConfig.build("demo", [served.root])), raise_server_exceptions=False) as api:
+        assert api.get("/health").json() == {"status": "ok", "collection": "demo", "videos": 2}
+        hits = api.post("/search", json={"query": served.world.video(ids[1]).caption, "limit": 2}).json()["hits"]
+        assert [h["video_id"] for h in hits] == expected
+        assert api.get(f"/videos/{ids[0]}/media", headers={"Range": "bytes=0-15"}).content == served.path(ids[0]).read_bytes()[:16]
+        assert api.get("/fields").json() == {"fields": {}}  # local mode keeps no payload indexes
