@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/vtr-qdrant demo
 
 test: $(STAMP)
+	@bash tests/serve/install_chromium.sh   # the browser test's system Chromium, when missing and installable
 	$(PY) -m pytest -q -ra
 
 test-fast: $(STAMP)

@@ -41,7 +41,8 @@ ALLOWED: dict[str, set[str]] = {
     "integrations": BASE | {"model", "store", "search", "collection", "aio"},
     "eval": BASE | {"model", "store", "search", "collection"},
     "synthetic": BASE | {"video", "eval"},
-    "cli": BASE | {"model", "video", "store", "search", "ingest", "collection", "eval", "synthetic"},
+    "serve": BASE | {"video", "store", "search", "collection", "aio", "integrations"},
+    "cli": BASE | {"model", "video", "store", "search", "ingest", "collection", "eval", "synthetic", "serve"},
 }
 
 

@@ -48,7 +48,7 @@ def add_target_args(p: argparse.ArgumentParser, *, collection_required: bool = T
     g.add_argument("--collection", required=collection_required, help="collection name")
     where = g.add_mutually_exclusive_group()
     where.add_argument("--qdrant-path", default="./qdrant_data", help="embedded Qdrant folder (default ./qdrant_data)")
-    where.add_argument("--qdrant-url", help="Qdrant server URL, e.g. http://localhost:6333 (API key: $QDRANT_API_KEY)")
+    where.add_argument("--qdrant-url", "--url", help="Qdrant server URL, e.g. http://localhost:6333 (API key: $QDRANT_API_KEY)")
     where.add_argument("--edge-path", help="Qdrant Edge folder (embedded, several collections; needs the edge extra)")
     p.add_argument("--bundle", help="model bundle: registry name (synthetic-world/v2) or local-dir:/path")
 

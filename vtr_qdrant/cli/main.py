@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import VtrError
-from . import demo, eval, info, ingest, search, train_head, verify
+from . import demo, eval, info, ingest, search, serve, train_head, verify
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMANDS = (info, search, ingest, verify, demo, eval, train_head)
+COMMANDS = (info, search, ingest, verify, demo, eval, train_head, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
