@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -80,7 +81,7 @@ def test_concurrent_requests_for_one_frame_run_ffmpeg_once(monkeypatch: pytest.M
     calls: list[float] = []
     lock = threading.Lock()
 
-    def fake(path: str, t: float, *, width: int, timeout_s: float) -> bytes:
+    def fake(path: str, t: float, *, width: int, timeout_s: float, fd: int | None = None) -> bytes:
         with lock:
             calls.append(t)
         time.sleep(0.2)
@@ -104,3 +105,25 @@ def test_the_page_is_self_contained() -> None:
     assert 'id="q"' in page and 'id="player"' in page and 'id="timeline"' in page
     for external in ("http://", "https://", 'src="//', "@import"):
         assert external not in page
+
+
+def test_thumbnail_reads_the_checked_open_file_not_the_path(tmp_path: Path) -> None:
+    """A file swapped for a link after the check: ffmpeg still reads the descriptor that was checked."""
+    import os
+
+    pytest.importorskip("imageio_ffmpeg")
+    import video_factory as vf
+
+    from vtr_qdrant.serve.thumbs import extract_jpeg
+
+    path = vf.color_video(tmp_path / "clip.mp4", ("red", "blue"))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        path.unlink()
+        os.symlink("/etc/hostname", path)  # what the path points at now is not a video at all
+        jpeg = extract_jpeg(str(path), 0.5, width=32, timeout_s=60, fd=fd)
+        assert jpeg[:2] == b"\xff\xd8"  # a JPEG of the opened video
+        with pytest.raises(Exception):  # noqa: B017 - through the path: not a video (any decode error)
+            extract_jpeg(str(path), 0.5, width=32, timeout_s=60)
+    finally:
+        os.close(fd)

@@ -163,14 +163,15 @@ async def thumbnail(
     v = await _stored(state, video_id)
     real = servable_path(video_id, v.payload, state.config.media_roots)
     media = await run_in_threadpool(open_media, video_id, real)
-    media.close()
     duration = v.payload.get(Key.DURATION)
     if isinstance(duration, int | float) and duration > 0:
         t = min(t, max(0.0, float(duration) - 0.1))
-    try:
-        jpeg = await state.thumbs.get(real, media.etag, t)
+    try:  # ffmpeg reads the file opened and checked here, not whatever the path points at later
+        jpeg = await state.thumbs.get(real, media.etag, t, fd=media.fd)
     except MissingDependencyError as e:
         raise ApiError(503, "thumbnails_unavailable", str(e)) from None
     except VideoDecodeError as e:
         raise ApiError(404, "thumbnail_unavailable", f"no frame of video {video_id!r} at {t:.1f} s ({e.reason})") from None
+    finally:
+        media.close()
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": _cache_control(state), "ETag": f'{media.etag[:-1]}-{t:.1f}"'})

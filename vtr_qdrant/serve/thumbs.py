@@ -10,6 +10,7 @@ once, and lets concurrent requests for the same frame share one run.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import OrderedDict
 
@@ -19,21 +20,26 @@ from ..video.ffmpeg_bin import input_options, resolve_ffmpeg, run_ffmpeg
 __all__ = ["extract_jpeg", "Thumbnails"]
 
 
-def extract_jpeg(path: str, t: float, *, width: int, timeout_s: float) -> bytes:
+def extract_jpeg(path: str, t: float, *, width: int, timeout_s: float, fd: int | None = None) -> bytes:
     """One frame of the video file ``path`` at ``t`` seconds, as a JPEG ``width`` pixels wide.
+
+    With ``fd`` (the descriptor the caller opened and checked), ffmpeg reads that very file through
+    ``/proc/self/fd`` (Linux), so a path swapped for a link after the check is never followed.
 
     Raises:
         VideoDecodeError: ffmpeg failed or produced no frame (``t`` past the end).
         MissingDependencyError: no ffmpeg binary (the ``video`` extra).
     """
     opts = input_options("file")
+    use_fd = fd is not None and os.path.isdir("/proc/self/fd")
+    source = f"/proc/self/fd/{fd}" if use_fd else path
     args = [
         resolve_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error",
         "-protocol_whitelist", opts["protocol_whitelist"], "-format_whitelist", opts["format_whitelist"],
-        "-ss", f"{t:.3f}", "-i", "file:" + path,
+        "-ss", f"{t:.3f}", "-i", "file:" + source,
         "-frames:v", "1", "-vf", f"scale={width}:-2", "-f", "image2pipe", "-c:v", "mjpeg", "-q:v", "4", "pipe:1",
     ]
-    _, out, _ = run_ffmpeg(args, uri=path, deadline=time.monotonic() + timeout_s)
+    _, out, _ = run_ffmpeg(args, uri=path, deadline=time.monotonic() + timeout_s, pass_fds=(fd,) if use_fd and fd is not None else ())
     if not out:
         raise VideoDecodeError(path, f"no frame at {t:.3f} s", reason="no_frame")
     return out
@@ -60,8 +66,9 @@ class Thumbnails:
         self.hits = 0
         self.misses = 0
 
-    async def get(self, path: str, identity: str, t: float) -> bytes:
-        """The JPEG of ``path`` at ``t`` seconds (``identity`` changes when the file does)."""
+    async def get(self, path: str, identity: str, t: float, fd: int | None = None) -> bytes:
+        """The JPEG of ``path`` at ``t`` seconds (``identity`` changes when the file does; ``fd``:
+        the checked open file, which ffmpeg then reads instead of the path)."""
         from starlette.concurrency import run_in_threadpool
 
         key = (identity, round(t * 10))
@@ -76,7 +83,7 @@ class Thumbnails:
         self._pending[key] = future
         try:
             async with self._procs:
-                jpeg = await run_in_threadpool(extract_jpeg, path, key[1] / 10, width=self.width, timeout_s=self.timeout_s)
+                jpeg = await run_in_threadpool(extract_jpeg, path, key[1] / 10, width=self.width, timeout_s=self.timeout_s, fd=fd)
             future.set_result(jpeg)
             self._remember(key, jpeg)
             return jpeg

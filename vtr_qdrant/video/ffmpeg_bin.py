@@ -122,7 +122,9 @@ def input_options(scheme: str, *, allow_playlists: bool = False) -> dict[str, st
     return {"protocol_whitelist": ",".join(protocols), "format_whitelist": ",".join(formats)}
 
 
-def run_ffmpeg(args: list[str], *, uri: str, deadline: float, check: bool = True) -> tuple[int, bytes, str]:
+def run_ffmpeg(
+    args: list[str], *, uri: str, deadline: float, check: bool = True, pass_fds: tuple[int, ...] = ()
+) -> tuple[int, bytes, str]:
     """Run an ffmpeg command line in its own process group, under a hard deadline.
 
     On timeout the whole process group is killed with SIGKILL (ffmpeg may be blocked in a read
@@ -133,6 +135,8 @@ def run_ffmpeg(args: list[str], *, uri: str, deadline: float, check: bool = True
         uri: Source being decoded, for error messages.
         deadline: ``time.monotonic()`` value after which the process is killed.
         check: Raise when ffmpeg exits with a non-zero status.
+        pass_fds: open descriptors ffmpeg inherits (read as ``/proc/self/fd/N``: the file the
+            caller opened and checked, whatever its path points at by now).
 
     Returns:
         ``(return code, stdout bytes, stderr text)``.
@@ -152,6 +156,7 @@ def run_ffmpeg(args: list[str], *, uri: str, deadline: float, check: bool = True
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        pass_fds=pass_fds,
     )
     try:
         out, err = proc.communicate(timeout=remaining)
