@@ -393,8 +393,8 @@ class VideoCollection:
         """
         options = SearchOptions(limit, offset, query_filter, candidates, rescore, hybrid, score_threshold, with_payload,
                                 search_params, timeout, consistency)
-        options.checked()  # every argument refused before the text tower runs
+        k, checked = options.checked()  # every argument refused before the text tower runs
         agg = self.aggregation if aggregation is None else self._resolve_aggregation(aggregation)
         settings = StageOneSettings(self.frames_indexed, self.schema.scenes_indexed, self.hnsw_ef, self.frames_hnsw_ef, self.exact)
         vectors = query_vectors(queries, self.dim, self.encode_text)
-        return run_search(self.backend, self.collection_name, settings, self.stage_two, vectors, agg, options)
+        return run_search(self.backend, self.collection_name, settings, self.stage_two, vectors, agg, k, checked)

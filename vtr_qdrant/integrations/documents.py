@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..search.hits import VideoHit
-from ..store.points import RESERVED_KEYS, Key
+from ..store.points import Key, user_fields
 
 __all__ = [
     "TEXT_FIELDS", "METADATA_KEYS", "Content", "HitDocument", "hit_text", "hit_metadata", "hit_documents", "check_content",
@@ -82,7 +82,7 @@ def hit_text(hit: VideoHit, content: Content | None = None) -> str:
 
 def hit_metadata(hit: VideoHit) -> dict[str, Any]:
     """The document metadata of a hit: user payload fields plus :data:`METADATA_KEYS` (module docstring)."""
-    out = {k: v for k, v in hit.payload.items() if k not in RESERVED_KEYS}
+    out = user_fields(hit.payload)
     duration = hit.payload.get(Key.DURATION)
     out.update(
         video_id=hit.video_id,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..store.points import RESERVED_KEYS, Key
+from ..store.points import Key, user_fields
 
 __all__ = ["Moment", "VideoHit", "moment_from_weights", "extend_across_segments", "MOMENT_PEAK_FRACTION"]
 
@@ -80,7 +80,7 @@ class VideoHit(BaseModel):
             "uri": self.payload.get(Key.URI),
             "moment": {"start": self.moment.start, "end": self.moment.end, "peak": self.moment.peak},
             "segment_index": self.segment_index,
-            "payload": {k: v for k, v in self.payload.items() if k not in RESERVED_KEYS},
+            "payload": user_fields(self.payload),
         }
 
 

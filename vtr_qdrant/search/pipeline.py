@@ -81,14 +81,17 @@ def run_search(
     stage_two: StageTwo,
     vectors: np.ndarray,
     agg: Aggregator,
-    options: SearchOptions,
+    k: int,
+    o: SearchOptions,
 ) -> list[list[VideoHit]]:
     """Rank videos for each (D,) row of ``vectors`` in one stage-1 round trip.
+
+    Args:
+        k, o: what :meth:`SearchOptions.checked` returned (the caller checks before encoding texts).
 
     Returns:
         One hit list per query: hits ``offset .. offset + limit`` of the ranking, best first.
     """
-    k, o = options.checked()
     sp = o.search_params
     stage1 = [
         StageOneQuery(

@@ -48,11 +48,11 @@ async def payload_indexes(vc: AsyncVideoCollection) -> dict[str, str]:
     vtr-qdrant's own fields (``video_id``...) are left out. qdrant-client's local mode keeps no
     indexes, so it reports none.
     """
-    from ..store.points import RESERVED_KEYS
+    from ..store.points import user_fields
 
     backend = vc.collection.backend
     found = await run_in_worker(vc.executor, vc.slots, _engine_indexes, backend, vc.collection_name)
-    return {k: v for k, v in sorted(found.items()) if k not in RESERVED_KEYS}
+    return user_fields(dict(sorted(found.items())))
 
 
 class CollectionHandle:

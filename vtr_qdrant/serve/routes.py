@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import MissingDependencyError, VideoDecodeError
 from ..store.filters import check_filter
-from ..store.points import RESERVED_KEYS, Key
+from ..store.points import Key, user_fields
 from ..store.videos import StoredVideo
 from .config import MAX_LIMIT, ServeConfig
 from .handle import CollectionHandle
@@ -123,7 +123,7 @@ async def video(request: Request, video_id: str = VideoId) -> dict[str, Any]:
     return {
         "video_id": v.video_id, "uri": p.get(Key.URI), "duration": p.get(Key.DURATION),
         "segments": len(v.point_ids), "frames": len(v.timestamps), "ingested_at": p.get(Key.INGESTED_AT),
-        "payload": {k: val for k, val in p.items() if k not in RESERVED_KEYS},
+        "payload": user_fields(p),
     }
 
 

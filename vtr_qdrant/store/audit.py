@@ -25,13 +25,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from qdrant_client import models
-
 from .backend import Candidate
-from .points import RESERVED_KEYS, Key, source_of
+from .points import Key, source_of, user_fields
 from .videos import VideoState, VideoStore, current_versions, is_complete
 
-__all__ = ["AuditReport", "VideoProblem", "audit", "repair", "user_metadata"]
+__all__ = ["AuditReport", "VideoProblem", "audit", "repair"]
 
 #: incomplete versions younger than this are taken for writes in flight and left alone (seconds)
 DEFAULT_MIN_AGE = 600.0
@@ -151,11 +149,6 @@ def audit(store: VideoStore, *, min_age: float = DEFAULT_MIN_AGE) -> AuditReport
     return report
 
 
-def user_metadata(payload: dict[str, Any]) -> dict[str, Any]:
-    """The user's fields of a stored payload (everything vtr-qdrant did not write)."""
-    return {k: v for k, v in payload.items() if k not in RESERVED_KEYS}
-
-
 #: called with (video_id, source path, user metadata) of each video to decode again; returns the
 #: ids that were re-ingested and an error message for each that failed
 Reingest = Callable[[Sequence[tuple[str, str, dict[str, Any]]]], tuple[set[str], dict[str, str]]]
@@ -173,20 +166,19 @@ def repair(store: VideoStore, report: AuditReport, *, reingest: Reingest | None 
     """
     todo: list[tuple[str, str, dict[str, Any]]] = []
     by_id = {p.video_id: p for p in report.problems}
-    for p in report.problems:
-        if p.problems == ["in_flight"]:
-            continue
-        recs = store.points_by_video([p.video_id], with_frames=False).get(p.video_id, [])
+    fixable = [p for p in report.problems if p.problems != ["in_flight"]]
+    points = store.points_by_video([p.video_id for p in fixable], with_frames=False)  # as stored now, in one scan
+    for p in fixable:
+        recs = points.get(p.video_id, [])
         st = VideoState.of(recs)
         same_model = "foreign_model" not in p.problems
         if st.payload is not None and not st.missing_segments and same_model:
             keep = {c.id for c in current_versions(recs)}
             drop = [c.id for c in recs if c.id not in keep]
-            for i in range(0, len(drop), 1024):
-                store.backend.delete(store.collection_name, models.Filter(must=[models.HasIdCondition(has_id=drop[i : i + 1024])]))  # type: ignore[list-item]
+            store.delete_points(drop)
             p.action, p.fixed = f"deleted {len(drop)} leftover point(s); kept the whole current version", True
         elif p.source is not None and os.path.isfile(p.source) and reingest is not None:
-            todo.append((p.video_id, p.source, user_metadata(dict((st.payload or recs[0].payload) if recs else {}))))
+            todo.append((p.video_id, p.source, user_fields((st.payload or recs[0].payload) if recs else {})))
         elif reingest is None:
             p.action = "needs re-ingesting (its frames are not all stored): run verify --repair from the CLI, or ingest it again"
         else:

@@ -50,7 +50,7 @@ from .backend import Candidate, StorageBackend, candidate_of
 from .edge_filters import translate_filter
 from .edge_shards import METADATA_FILE, SHARD_DIR, EdgeShardFolder
 from .plan import RRF_K, AnnSearch, StageOneQuery, plan_stage_one
-from .points import VECTOR_FRAMES, VECTOR_POOLED, VECTOR_SCENES, PointData
+from .points import MULTIVECTORS, VECTOR_FRAMES, VECTOR_POOLED, VECTOR_SCENES, PointData
 
 __all__ = ["EdgeBackend", "translate_filter", "METADATA_FILE", "SHARD_DIR"]
 
@@ -121,7 +121,7 @@ class EdgeBackend(EdgeShardFolder, StorageBackend):
 
     def _search(self, s: AnnSearch, vec: np.ndarray) -> Any:
         e = self._e
-        return e.Query.Nearest(vec[None, :] if s.using in (VECTOR_FRAMES, VECTOR_SCENES) else vec, using=s.using)
+        return e.Query.Nearest(vec[None, :] if s.using in MULTIVECTORS else vec, using=s.using)
 
     def _params(self, s: AnnSearch) -> Any:
         return self._e.SearchParams(hnsw_ef=s.hnsw_ef, exact=s.exact) if (s.hnsw_ef or s.exact) else None

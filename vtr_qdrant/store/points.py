@@ -31,9 +31,11 @@ __all__ = [
     "VECTOR_FRAMES",
     "VECTOR_POOLED",
     "VECTOR_SCENES",
+    "MULTIVECTORS",
     "MAX_MULTIVECTOR_FLOATS",
     "Key",
     "RESERVED_KEYS",
+    "user_fields",
     "PointData",
     "point_id",
     "max_frames_per_point",
@@ -50,6 +52,8 @@ VECTOR_FRAMES = "frames"
 VECTOR_POOLED = "pooled"
 #: scene vectors (multivector, MaxSim, HNSW): what the frame-aware stage 1 searches (:mod:`.scenes`)
 VECTOR_SCENES = "scenes"
+#: the named vectors that are multivectors (a one-vector query against them is MaxSim)
+MULTIVECTORS = (VECTOR_FRAMES, VECTOR_SCENES)
 MAX_MULTIVECTOR_FLOATS = 1_048_576
 METADATA_KEY = "vtr_qdrant"
 _ID_NAMESPACE = uuid.UUID("6f1c3a52-5d0e-4b8a-9d0c-2f6f7f1b9a10")
@@ -82,6 +86,11 @@ class Key:
 
 
 RESERVED_KEYS = frozenset(v for k, v in vars(Key).items() if k.isupper())
+
+
+def user_fields(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The user's fields of a stored payload: everything vtr-qdrant did not write (:data:`RESERVED_KEYS`)."""
+    return {k: v for k, v in payload.items() if k not in RESERVED_KEYS}
 
 
 @dataclass

@@ -18,9 +18,7 @@ from qdrant_client import QdrantClient, models
 from ..errors import StorageError
 from .backend import Candidate, StorageBackend, candidate_of, frames_of
 from .plan import RRF_K, AnnSearch, StageOneQuery, plan_stage_one
-from .points import VECTOR_FRAMES, VECTOR_POOLED, VECTOR_SCENES, PointData
-
-MULTIVECTORS = (VECTOR_FRAMES, VECTOR_SCENES)
+from .points import MULTIVECTORS, VECTOR_FRAMES, VECTOR_POOLED, VECTOR_SCENES, PointData
 
 __all__ = ["QdrantClientBackend", "as_backend", "open_local_client"]
 

@@ -251,9 +251,8 @@ class VideoStore:
                     p.payload[Key.COMPLETE] = 1
             if self.frame_store is not None:  # a cache: written once the points are in Qdrant
                 self.frame_store.put_many([(p.id, frames_version(p.payload), p.frames) for p in pts])
-            stale = [c.id for c in before.get(vid, []) if c.id not in keep]
-            for i in range(0, len(stale), 1024):  # right after the flip: at most one video has two versions
-                self.backend.delete(self.collection_name, models.Filter(must=[models.HasIdCondition(has_id=stale[i : i + 1024])]))  # type: ignore[list-item]
+            # right after the flip: at most one video has two versions
+            self.delete_points([c.id for c in before.get(vid, []) if c.id not in keep])
         return {vid: [p.id for p in pts] for vid, pts in per_video.items()}
 
     def points_by_video(self, video_ids: Sequence[str], *, with_frames: bool) -> dict[str, list[Candidate]]:
@@ -264,6 +263,11 @@ class VideoStore:
             for c in self.backend.scroll(self.collection_name, f, with_frames=with_frames, limit=2**62):
                 out.setdefault(str(c.payload.get(Key.VIDEO_ID)), []).append(c)
         return out
+
+    def delete_points(self, ids: Sequence[str]) -> None:
+        """Delete these points (by id, 1024 a request)."""
+        for i in range(0, len(ids), 1024):
+            self.backend.delete(self.collection_name, models.Filter(must=[models.HasIdCondition(has_id=list(ids[i : i + 1024]))]))  # type: ignore[arg-type]
 
     def delete(self, video_id: str) -> int:
         """Delete a video (all its segments). Returns how many points were removed."""
