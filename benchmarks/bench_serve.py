@@ -6,7 +6,7 @@ server's resident memory before and after each level.
     python benchmarks/bench_serve.py --seconds 2     # a smoke run
 
 The collection is the demo's world (``examples/demo_collection.py``: the held-out synthetic world
-encoded with ``synthetic-world/v2``, 40 videos) written into a Qdrant Edge folder; the server is
+encoded with ``synthetic-world/v3``, 40 videos) written into a Qdrant Edge folder; the server is
 the real command line in its own process, on 127.0.0.1; the clients are httpx on one asyncio loop
 in this process, sending ``POST /search`` with the world's scene captions in turn. Every loop is
 bounded in time and count and stops by itself. Client and server share the machine's cores.

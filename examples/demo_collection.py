@@ -3,7 +3,7 @@
 ``vtr-qdrant demo`` (``make demo``) renders a held-out synthetic world to mp4 files, decodes them
 with ffmpeg and ingests them into embedded Qdrant. The examples need the same collection fast and
 without ffmpeg, so this module renders the same world's frames in numpy (at the sampled times),
-encodes them with the same model (``synthetic-world/v2``) and stores them with
+encodes them with the same model (``synthetic-world/v3``) and stores them with
 ``upsert_embeddings`` — the same world, captions and model, in a few seconds.
 
     python examples/demo_collection.py        # builds it and prints one search
@@ -21,7 +21,7 @@ from vtr_qdrant.synthetic.generate import generate_world
 from vtr_qdrant.synthetic.render import render_video_frames, uniform_timestamps
 from vtr_qdrant.synthetic.world import World
 
-BUNDLE = "synthetic-world/v2"
+BUNDLE = "synthetic-world/v3"
 COLLECTION = "demo"
 
 

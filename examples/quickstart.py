@@ -2,7 +2,7 @@
 
     python examples/quickstart.py [--out quickstart-output]
 
-Uses the project's own small model (``synthetic-world/v2``) and generates its own videos, so it runs
+Uses the project's own small model (``synthetic-world/v3``) and generates its own videos, so it runs
 offline. For your own videos: pass their paths to ``add_videos`` and use a real CLIP bundle
 (see ``export_real_clip.py``).
 """
@@ -28,7 +28,7 @@ world = make_world(heldout_seed(7), 12, out / "videos")
 
 # 2. a collection in embedded Qdrant; QdrantClient(url="http://localhost:6333") works the same
 client = QdrantClient(path=str(out / "qdrant"))
-videos = VideoCollection(client, "quickstart", bundle="synthetic-world/v2")
+videos = VideoCollection(client, "quickstart", bundle="synthetic-world/v3")
 
 # 3. decode (ffmpeg) -> encode (ONNX) -> upsert
 report = videos.add_videos([world.path(v) for v in world.video_ids], video_ids=world.video_ids, progress=False)

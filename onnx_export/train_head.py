@@ -183,8 +183,17 @@ class _HeadTrainer:
         extra = [self.model.logit_scale] + (
             [self.model.attention_log_scale] if self.model.attention_log_scale is not None else []
         )
-        self.opt = torch.optim.AdamW([p for p, _ in self.head_params] + extra, lr=cfg.lr, weight_decay=0.0)
+        groups = [{"params": [p for p, _ in self.head_params] + extra}, *self._extra_param_groups()]
+        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
+
+    def _extra_param_groups(self) -> list[dict[str, Any]]:
+        """More optimiser parameter groups (a subclass that also trains a tower adds it here)."""
+        return []
+
+    def _batch_text(self, caps: torch.Tensor) -> torch.Tensor:
+        """(B, D) embeddings of the batch's captions (fixed here; a tower being trained computes them)."""
+        return torch.from_numpy(self.text)[caps]
 
     def _lr_factor(self, step: int) -> float:
         cfg = self.cfg
@@ -229,7 +238,7 @@ class _HeadTrainer:
         model.train()
         vids_t, caps_t = torch.from_numpy(vids), torch.from_numpy(caps)
         sims = model.similarity(
-            torch.from_numpy(self.text)[caps_t], torch.from_numpy(self.frames)[vids_t], torch.from_numpy(self.mask)[vids_t]
+            self._batch_text(caps_t), torch.from_numpy(self.frames)[vids_t], torch.from_numpy(self.mask)[vids_t]
         )
         loss = multi_positive_nce(model.logit_scale.exp() * sims, positive, cfg.v2t_weight)
         self.opt.zero_grad(set_to_none=True)

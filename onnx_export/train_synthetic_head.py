@@ -41,7 +41,7 @@ from .head_config import HeadTrainConfig
 from .head_output import write_head_bundle
 from .train_head import train_head
 
-__all__ = ["training_data", "main"]
+__all__ = ["training_data", "training_captions", "synthetic_training_parser", "main"]
 
 log = logging.getLogger("onnx_export.train_synthetic_head")
 
@@ -55,7 +55,22 @@ def training_data(
     video_caption_weight: int = 3,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Any]]:
     """(V, F, D) frames, (C, D) caption embeddings, (C,) caption owners and (C,) relevance groups."""
-    fenc, tenc = bundle.frame_encoder(), bundle.text_encoder()
+    frames, texts, owner, groups = training_captions(
+        bundle, seeds, n_videos, num_frames=num_frames, world_size=world_size, video_caption_weight=video_caption_weight
+    )
+    unique = sorted(set(texts))
+    emb = bundle.text_encoder().encode(unique)
+    index = {t: j for j, t in enumerate(unique)}
+    return frames, emb[[index[t] for t in texts]], owner, groups
+
+
+def training_captions(
+    bundle: ModelBundle, seeds: Sequence[int], n_videos: int, *, num_frames: int = 12, world_size: int = 64,
+    video_caption_weight: int = 3,
+) -> tuple[np.ndarray, list[str], np.ndarray, list[Any]]:
+    """(V, F, D) frames of the bundle's image tower, (C,) caption texts, (C,) caption owners and (C,)
+    relevance groups ``("scene", key)`` / ``("video", keys)``."""
+    fenc = bundle.frame_encoder()
     size = bundle.manifest.image.image_size
     supersample = max(1, 2 * world_size // size)
     frames, texts, owner = [], [], []
@@ -75,31 +90,34 @@ def training_data(
                 texts.append(v.caption)
                 owner.append(i)
                 groups.append(("video", v.keys))
-    unique = sorted(set(texts))
-    emb = tenc.encode(unique)
-    index = {t: j for j, t in enumerate(unique)}
-    return np.stack(frames), emb[[index[t] for t in texts]], np.asarray(owner), groups
+    return np.stack(frames), texts, np.asarray(owner), groups
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", default="synthetic-world/v1", help="the towers the head is trained for")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--name", default=NAME)
-    ap.add_argument("--train-seeds", type=int, nargs="+", default=list(TRAIN_SEEDS))
+def synthetic_training_parser(doc: str, name: str, out: Path, seeds: Sequence[int], lr: float) -> argparse.ArgumentParser:
+    """The options every synthetic-world training script shares (bundle, output, data, steps, lr)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", default="synthetic-world/v1", help="the towers to start from")
+    ap.add_argument("--out", type=Path, default=out)
+    ap.add_argument("--name", default=name)
+    ap.add_argument("--train-seeds", type=int, nargs="+", default=list(seeds))
     ap.add_argument("--train-videos", type=int, default=1000, help="videos per training world")
     ap.add_argument("--video-caption-weight", type=int, default=6, help="copies of each whole-video caption")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--lr", type=float, default=lr, help="the head's peak learning rate")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    return ap
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = synthetic_training_parser(__doc__ or "", NAME, DEFAULT_OUT, TRAIN_SEEDS, 0.1)
     ap.add_argument("--trainable", default="adaptive", choices=["all", "attention", "adaptive"])
     ap.add_argument("--weight-decay", type=float, default=0.0, help="decay toward the identity initialisation")
     ap.add_argument("--patience", type=int, default=100, help="evaluations without improvement before stopping")
     ap.add_argument("--hard-negatives", type=int, default=0, help="0, or anchors + nearest videos per batch")
     ap.add_argument("--v2t-weight", type=float, default=1.0, help="weight of the video-to-text InfoNCE term")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     return ap.parse_args(argv)
 
 

@@ -6,7 +6,7 @@ aggregation (X-Pool) over each candidate's frames on the client.
 
     >>> from qdrant_client import QdrantClient
     >>> from vtr_qdrant import VideoCollection
-    >>> videos = VideoCollection(QdrantClient(path="./qdrant"), "videos", bundle="synthetic-world/v2")
+    >>> videos = VideoCollection(QdrantClient(path="./qdrant"), "videos", bundle="synthetic-world/v3")
     >>> hits = videos.search("a red circle moving left", limit=5)
 
 Importing this package never imports torch, ray, open_clip or a video decoder, and imports

@@ -64,7 +64,7 @@ class VideoCollection:
         indexed_fields: user payload fields to index, ``{"category": "keyword", "year": "integer"}``.
         create: create the collection if it does not exist (otherwise a missing collection is an error).
         aggregation: default stage-2 aggregation. None (default): the bundle's trained X-Pool head
-            when it ships one (``synthetic-world/v2`` does: a query-adaptive head), else ``"softmax"``
+            when it ships one (``synthetic-world/v3`` does: a query-adaptive head), else ``"softmax"``
             (parameter-free text-conditioned pooling). Or a name (``"mean"``, ``"max"``, ``"topk"``,
             ``"softmax"``, ``"xpool"``, ``"xpool-identity"``) or an :class:`Aggregator`.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"`` for the encoders.
@@ -186,7 +186,7 @@ class VideoCollection:
 
     def _require_bundle(self, what: str) -> ModelBundle:
         if self.bundle is None:
-            raise ConfigError(f"{what} needs a model bundle: open the collection with bundle=... (e.g. 'synthetic-world/v2')")
+            raise ConfigError(f"{what} needs a model bundle: open the collection with bundle=... (e.g. 'synthetic-world/v3')")
         return self.bundle
 
     def encode_text(self, texts: str | Sequence[str]) -> np.ndarray:

@@ -160,11 +160,12 @@ def test_default_is_the_bundle_head_else_the_fallback(
     assert isinstance(VideoCollection(QdrantClient(":memory:"), "f", bundle, aggregation="mean").aggregation, MeanPooling)
 
 
-def test_the_shipped_bundle_has_a_query_adaptive_head() -> None:
-    from vtr_qdrant.model.bundle import DEFAULT_BUNDLE, resolve_bundle
+def test_the_v2_bundle_has_a_query_adaptive_head() -> None:
+    """v2 (still shipped; v3 is the default): v1's towers plus the adaptive head."""
+    from vtr_qdrant.model.bundle import resolve_bundle
     from vtr_qdrant.search.resolve import default_aggregation
 
-    v2 = resolve_bundle(DEFAULT_BUNDLE)
+    v2 = resolve_bundle("synthetic-world/v2")
     v1 = resolve_bundle("synthetic-world/v1")
     assert v2.manifest.xpool is not None and v2.manifest.xpool.adaptive
     assert v2.towers_fingerprint == v1.towers_fingerprint  # v2 opens v1 collections

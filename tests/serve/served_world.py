@@ -1,5 +1,5 @@
 """The world the serve tests search: synthetic mp4 files under a media root, ingested into Qdrant Edge
-through the real path (ffmpeg decode -> the project's synthetic-world/v2 model), plus hostile
+through the real path (ffmpeg decode -> the project's synthetic-world/v3 model), plus hostile
 entries whose stored paths lead out of the root.
 
 Test modules import the fixtures from here (a ``conftest.py`` in this folder would shadow
@@ -34,7 +34,7 @@ from vtr_qdrant.synthetic.render import make_world  # noqa: E402
 from vtr_qdrant.synthetic.world import World  # noqa: E402
 
 COLLECTION = "demo"
-BUNDLE = "synthetic-world/v2"
+BUNDLE = "synthetic-world/v3"
 MARKER = b"VTR-SERVE-SECRET-2f9c"  # bytes only the files outside the media root contain
 
 

@@ -17,10 +17,10 @@ from vtr_qdrant.cli.main import build_parser, main
 
 def test_the_flags_of_the_interface() -> None:
     args = build_parser().parse_args([
-        "serve", "--collection", "demo", "--url", "http://localhost:6333", "--bundle", "synthetic-world/v2", "--host", "0.0.0.0",
+        "serve", "--collection", "demo", "--url", "http://localhost:6333", "--bundle", "synthetic-world/v3", "--host", "0.0.0.0",
         "--port", "9000", "--media-root", "a", "b", "--media-root", "c", "--api-key", "k", "--workers", "2",
     ])
-    assert (args.collection, args.qdrant_url, args.bundle, args.host, args.port) == ("demo", "http://localhost:6333", "synthetic-world/v2", "0.0.0.0", 9000)
+    assert (args.collection, args.qdrant_url, args.bundle, args.host, args.port) == ("demo", "http://localhost:6333", "synthetic-world/v3", "0.0.0.0", 9000)
     assert args.media_root == ["a", "b", "c"] and args.api_key == "k" and args.workers == 2
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--collection", "demo", "--edge-path", "x", "--url", "http://h"])
@@ -97,7 +97,7 @@ def test_local_mode_folder_serves_the_same_api(served: ServedWorld, tmp_path) ->
         warnings.simplefilter("ignore")
         client = QdrantClient(path=str(tmp_path / "q"))
     try:
-        vc = VideoCollection(client, "demo", "synthetic-world/v2")
+        vc = VideoCollection(client, "demo", "synthetic-world/v3")
         assert not vc.add_videos([str(served.path(v)) for v in ids], video_ids=ids, progress=False).failed
         expected = [h.video_id for h in vc.search(served.world.video(ids[1]).caption, limit=2)]
     finally:

@@ -99,7 +99,7 @@ class AsyncVideoCollection:
 
         from qdrant_client import AsyncQdrantClient
         videos = await AsyncVideoCollection.create(AsyncQdrantClient(url="http://localhost:6333"), "videos",
-                                                   bundle="synthetic-world/v2")
+                                                   bundle="synthetic-world/v3")
         hits = await videos.search("a red circle", limit=5)
 
     Every method of :class:`~vtr_qdrant.collection.VideoCollection` that touches storage or runs a

@@ -50,7 +50,7 @@ def add_target_args(p: argparse.ArgumentParser, *, collection_required: bool = T
     where.add_argument("--qdrant-path", default="./qdrant_data", help="embedded Qdrant folder (default ./qdrant_data)")
     where.add_argument("--qdrant-url", "--url", help="Qdrant server URL, e.g. http://localhost:6333 (API key: $QDRANT_API_KEY)")
     where.add_argument("--edge-path", help="Qdrant Edge folder (embedded, several collections; needs the edge extra)")
-    p.add_argument("--bundle", help="model bundle: registry name (synthetic-world/v2) or local-dir:/path")
+    p.add_argument("--bundle", help="model bundle: registry name (synthetic-world/v3) or local-dir:/path")
 
 
 def print_json(obj: Any) -> None:

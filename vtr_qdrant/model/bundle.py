@@ -3,7 +3,7 @@
 Names:
 
 - ``local-dir:/path/to/bundle`` or a path to an existing folder: that folder.
-- a registry name such as ``synthetic-world/v2`` or ``ViT-B-32/laion2b_s34b_b79k``: first the
+- a registry name such as ``synthetic-world/v3`` or ``ViT-B-32/laion2b_s34b_b79k``: first the
   bundles shipped inside the package (``vtr_qdrant/models/``), then the persistent cache
   (``$VTR_QDRANT_CACHE`` or ``~/.cache/vtr-qdrant``). A missing open_clip model is exported into the
   cache on first use when the ``export`` extra is installed; otherwise the error says how to get it.
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 BUILTIN_MODELS_DIR = Path(__file__).parent.parent / "models"
 #: the bundle every entry point uses when none is named: the project's small synthetic-world CLIP
 #: with its trained query-adaptive X-Pool head (``v1`` is the same towers without the head)
-DEFAULT_BUNDLE = "synthetic-world/v2"
+DEFAULT_BUNDLE = "synthetic-world/v3"
 LOCAL_PREFIX = "local-dir:"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9][A-Za-z0-9._\-]*)?$")
 
@@ -188,7 +188,7 @@ def resolve_bundle(spec: str | os.PathLike[str] | ModelBundle, *, verify: bool =
         return ModelBundle.load(s, verify=verify)
     if not _NAME_RE.match(s):
         raise ModelNotFoundError(
-            f"{s!r} is neither an existing bundle folder nor a registry name like 'synthetic-world/v2' "
+            f"{s!r} is neither an existing bundle folder nor a registry name like 'synthetic-world/v3' "
             "or 'ViT-B-32/laion2b_s34b_b79k'; use 'local-dir:/path/to/bundle' for a folder"
         )
     for root in (BUILTIN_MODELS_DIR, cache_dir()):

@@ -65,7 +65,7 @@ class EdgeBackend(EdgeShardFolder, StorageBackend):
 
     Example:
         >>> backend = EdgeBackend("/data/videos")                      # doctest: +SKIP
-        >>> col = VideoCollection(backend, "clips", "synthetic-world/v2")  # doctest: +SKIP
+        >>> col = VideoCollection(backend, "clips", "synthetic-world/v3")  # doctest: +SKIP
         >>> backend.optimize("clips")  # build HNSW once the corpus is loaded  # doctest: +SKIP
 
     Args:
