@@ -44,6 +44,7 @@ def run_demo(
     from qdrant_client import QdrantClient
 
     from ..collection import VideoCollection
+    from ..errors import CollectionMismatchError
     from ..eval.evaluation import evaluate_collection
     from ..search.resolve import resolve_aggregation
     from ..synthetic.captions import heldout_seed
@@ -60,7 +61,12 @@ def run_demo(
         warnings.simplefilter("ignore")  # local-mode notices
         client = QdrantClient(path=str(out / "qdrant"))
     try:
-        vc = VideoCollection(client, "demo", bundle, indexed_fields={"n_scenes": "integer"})
+        try:
+            vc = VideoCollection(client, "demo", bundle, indexed_fields={"n_scenes": "integer"})
+        except CollectionMismatchError as e:  # the demo owns its folder: an older run's collection is rebuilt
+            print(f"      rebuilding the demo collection, which an earlier run built differently: {e}")
+            client.delete_collection("demo")
+            vc = VideoCollection(client, "demo", bundle, indexed_fields={"n_scenes": "integer"})
         report = vc.add_videos(
             [world.path(v) for v in ids],
             video_ids=ids,
