@@ -313,7 +313,8 @@ def _scalar(x: torch.Tensor | None) -> float | None:
 
 
 def _fmt(m: dict[str, float]) -> str:
-    return f"R@1 {m['R@1']:.3f} R@5 {m['R@5']:.3f} R@10 {m['R@10']:.3f} MnR {m['MnR']:.1f}"
+    kinds = "".join(f" {k[:-4]} R@1 {m[k]:.3f}" for k in ("scene_R@1", "video_R@1") if k in m)
+    return f"R@1 {m['R@1']:.3f} R@5 {m['R@5']:.3f} R@10 {m['R@10']:.3f} MnR {m['MnR']:.1f}{kinds}"
 
 
 def train_from_collection(
