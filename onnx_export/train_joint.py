@@ -62,7 +62,8 @@ class JointTrainer(_HeadTrainer):
         ids = np.asarray(caption_ids, dtype=np.int64)
         if ids.ndim != 2 or len(ids) != len(caption_video) or len(caption_kinds) != len(ids):
             raise InvalidInputError("need one token row, one video and one kind per caption")
-        unique, self.caption_row = np.unique(ids, axis=0, return_inverse=True)
+        unique, inverse = np.unique(ids, axis=0, return_inverse=True)
+        self.caption_row = inverse.reshape(-1)
         self.unique_ids = torch.from_numpy(unique)
         self.text_model, self.text_lr = text_model, float(text_lr)
         self.kinds = np.asarray(list(caption_kinds))
