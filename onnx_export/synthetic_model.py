@@ -17,6 +17,7 @@ __all__ = [
     "ARCHS",
     "caption_corpus",
     "build_model",
+    "build_model_from_recipe",
     "SceneSampler",
     "KeyProbe",
     "to_tensor",
@@ -84,6 +85,14 @@ def build_model(vocab_size: int, arch: dict[str, Any] = ARCH) -> Any:
     vision = CLIPVisionCfg(**vcfg)
     text = CLIPTextCfg(**arch["text_cfg"], vocab_size=vocab_size)
     return open_clip.CLIP(arch["embed_dim"], vision, text)
+
+
+def build_model_from_recipe(architecture: dict[str, Any], **text_overrides: Any) -> Any:
+    """The model of a recipe's ``architecture`` record (``embed_dim``, ``vision_cfg``, ``text_cfg`` with
+    ``vocab_size``), random init; ``text_overrides`` replace ``text_cfg`` entries."""
+    text_cfg = {k: v for k, v in architecture["text_cfg"].items() if k != "vocab_size"} | text_overrides
+    arch = {"embed_dim": architecture["embed_dim"], "vision_cfg": architecture["vision_cfg"], "text_cfg": text_cfg}
+    return build_model(architecture["text_cfg"]["vocab_size"], arch)
 
 
 class SceneSampler:

@@ -93,15 +93,12 @@ def text_model_from_bundle(
     Raises:
         ExportError: a weight is missing or mis-shaped, or the rebuilt tower disagrees with the graph.
     """
-    from vtr_qdrant.model.tokenizer import ClipTokenizer
-
     path = bundle.file(bundle.manifest.text.file)
     state = model.state_dict()
     state.update(_onnx_text_weights(path, state))
     model.load_state_dict(state)
     model.eval()
-    tok = ClipTokenizer(bundle.file(bundle.manifest.tokenizer.file), context_length=bundle.manifest.tokenizer.context_length)
-    ids = np.asarray(tok.tokenize(list(texts or PARITY_TEXTS)), dtype=np.int64)
+    ids = np.asarray(bundle.tokenizer().tokenize(list(texts or PARITY_TEXTS)), dtype=np.int64)
     parity = text_parity(model, path, ids)
     if parity.min_cosine < min_cosine:
         raise ExportError(
@@ -138,12 +135,10 @@ def write_text_bundle(
     """
     from vtr_qdrant.model.bundle import ModelBundle
     from vtr_qdrant.model.manifest import write_manifest
-    from vtr_qdrant.model.tokenizer import ClipTokenizer
 
     out = Path(out_dir).expanduser().absolute()
     m = source.manifest
-    tok = ClipTokenizer(source.file(m.tokenizer.file), context_length=m.tokenizer.context_length)
-    ids = np.asarray(tok.tokenize(list(PARITY_TEXTS)), dtype=np.int64)
+    ids = np.asarray(source.tokenizer().tokenize(list(PARITY_TEXTS)), dtype=np.int64)
     prepare_target(out, overwrite)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:

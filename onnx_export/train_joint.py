@@ -95,15 +95,16 @@ class JointTrainer(_HeadTrainer):
     def evaluate(self) -> dict[str, float]:
         """Validation metrics (all captions, plus R@1 per kind); ``Rsum`` is scene R@1 + video R@1."""
         self.text[self.val_caps] = self._embed_rows(self.caption_row[self.val_caps])
-        out = super().evaluate()
         head = self.model.to_numpy_head()
+
+        def metrics(caps: np.ndarray) -> dict[str, float]:
+            return validation_metrics(head, self.text, self.groups, self.video_groups, self.frames, self.mask, self.val_v, caps)
+
+        out = metrics(self.val_caps)
         for kind in KINDS:
             caps = self.val_caps[self.kinds[self.val_caps] == kind]
             if len(caps):
-                m = validation_metrics(
-                    head, self.text, self.groups, self.video_groups, self.frames, self.mask, self.val_v, caps
-                )
-                out[f"{kind}_R@1"] = m["R@1"]
+                out[f"{kind}_R@1"] = metrics(caps)["R@1"]
         if all(f"{k}_R@1" in out for k in KINDS):
             out["Rsum"] = sum(out[f"{k}_R@1"] for k in KINDS)
         return out

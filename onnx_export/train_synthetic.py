@@ -51,6 +51,7 @@ from .synthetic_model import (
     KeyProbe,
     SceneSampler,
     build_model,
+    build_model_from_recipe,
     caption_corpus,
     encode_text_trimmed,
     multi_positive_nce,
@@ -242,9 +243,7 @@ def load_checkpoint(path: Path, work: Path) -> tuple[Any, Path, dict[str, Any]]:
 
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     recipe = ckpt["recipe"]
-    arch = {k: recipe["architecture"][k] for k in ("embed_dim", "vision_cfg", "text_cfg")}
-    text_cfg = {k: v for k, v in arch["text_cfg"].items() if k != "vocab_size"}
-    model = build_model(arch["text_cfg"]["vocab_size"], {**arch, "text_cfg": text_cfg})
+    model = build_model_from_recipe(recipe["architecture"])
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     merges = work / "bpe_merges.txt.gz"

@@ -40,12 +40,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vtr_qdrant.model.bundle import BUILTIN_MODELS_DIR, resolve_bundle
-from vtr_qdrant.model.tokenizer import ClipTokenizer
 from vtr_qdrant.search.resolve import towers_fingerprint
 
 from .head_config import HeadTrainConfig
 from .head_output import write_head_bundle
-from .synthetic_model import build_model
+from .synthetic_model import build_model_from_recipe
 from .text_tower import text_model_from_bundle, write_text_bundle
 from .train_joint import train_text_and_head
 from .train_synthetic_head import synthetic_training_parser, training_captions
@@ -74,13 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     source = resolve_bundle(args.bundle)
     recipe = dict(source.manifest.source.recipe)
-    arch = {k: recipe["architecture"][k] for k in ("embed_dim", "vision_cfg", "text_cfg")}
-    text_cfg = {k: v for k, v in arch["text_cfg"].items() if k != "vocab_size"}
-    model = text_model_from_bundle(source, build_model(arch["text_cfg"]["vocab_size"], {**arch, "text_cfg": text_cfg}))
+    model = text_model_from_bundle(source, build_model_from_recipe(recipe["architecture"]))
     frames, texts, owner, groups = training_captions(
         source, args.train_seeds, args.train_videos, video_caption_weight=args.video_caption_weight
     )
-    tok = ClipTokenizer(source.file(source.manifest.tokenizer.file), context_length=source.manifest.tokenizer.context_length)
+    tok = source.tokenizer()
     data_s = time.perf_counter() - t0
     log.info("training data: %s frames, %d captions in %.0f s", frames.shape, len(texts), data_s)
     cfg = HeadTrainConfig(

@@ -13,7 +13,7 @@ pytest.importorskip("open_clip")
 
 from onnx_export.head_config import HeadTrainConfig  # noqa: E402
 from onnx_export.head_output import write_head_bundle  # noqa: E402
-from onnx_export.synthetic_model import build_model  # noqa: E402
+from onnx_export.synthetic_model import build_model_from_recipe  # noqa: E402
 from onnx_export.text_tower import text_model_from_bundle, text_parity, write_text_bundle  # noqa: E402
 from onnx_export.train_joint import train_text_and_head  # noqa: E402
 from onnx_export.train_synthetic_head import training_captions  # noqa: E402
@@ -22,7 +22,6 @@ from vtr_qdrant.errors import ExportError, InvalidInputError  # noqa: E402
 from vtr_qdrant.eval.corpus import EvalCorpus, exhaustive_scores  # noqa: E402
 from vtr_qdrant.eval.metrics import evaluate_retrieval, relevance_indices  # noqa: E402
 from vtr_qdrant.model.bundle import resolve_bundle  # noqa: E402
-from vtr_qdrant.model.tokenizer import ClipTokenizer  # noqa: E402
 from vtr_qdrant.search.resolve import default_aggregation  # noqa: E402
 from vtr_qdrant.search.xpool import XPoolHead  # noqa: E402
 
@@ -32,9 +31,7 @@ CAPTIONS = ["a red circle moving left on a blue background", "red circle on blue
 
 
 def _model(bundle, **text_overrides):
-    arch = bundle.manifest.source.recipe["architecture"]
-    text_cfg = {k: v for k, v in arch["text_cfg"].items() if k != "vocab_size"} | text_overrides
-    return build_model(arch["text_cfg"]["vocab_size"], {**arch, "text_cfg": text_cfg})
+    return build_model_from_recipe(bundle.manifest.source.recipe["architecture"], **text_overrides)
 
 
 def _sha(path: Path) -> str:
@@ -48,8 +45,7 @@ def v1():
 
 def test_text_tower_rebuilt_from_the_graph_matches_it(v1) -> None:
     model = text_model_from_bundle(v1, _model(v1), texts=CAPTIONS)
-    tok = ClipTokenizer(v1.file(v1.manifest.tokenizer.file), context_length=v1.manifest.tokenizer.context_length)
-    parity = text_parity(model, v1.file(v1.manifest.text.file), np.asarray(tok.tokenize(CAPTIONS), np.int64))
+    parity = text_parity(model, v1.file(v1.manifest.text.file), np.asarray(v1.tokenizer().tokenize(CAPTIONS), np.int64))
     assert parity.min_cosine >= 0.9999 and parity.max_abs_diff < 1e-5
 
 
@@ -83,7 +79,7 @@ def test_joint_training_writes_a_bundle_that_beats_the_frozen_text_tower(v1, tmp
     """A small run of the v3 recipe: the new bundle keeps v1's image tower byte for byte, its text
     graph matches torch, and on a held-out world its head beats v1's identity head on both kinds."""
     frames, texts, owner, groups = training_captions(v1, [301], 300, video_caption_weight=6)
-    tok = ClipTokenizer(v1.file(v1.manifest.tokenizer.file), context_length=v1.manifest.tokenizer.context_length)
+    tok = v1.tokenizer()
     cfg = HeadTrainConfig(
         max_steps=300, lr=0.03, trainable="adaptive", adaptive_scale=True, weight_decay=0.0, eval_every=100,
         patience=100, threads=2,
