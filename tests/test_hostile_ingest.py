@@ -36,20 +36,7 @@ def hostile_corpus(root: Path) -> dict[str, str]:
     vf.color_video(root / "good.mp4", ("red", "green"))
     vf.color_video(root / "also-good.mp4", ("blue", "white"))
     os.rename(root / "also-good.mp4", os.path.join(os.fsencode(root), NON_UTF8))
-    os.mkfifo(root / "pipe.mp4")
-    os.symlink("/dev/zero", root / "zero.mp4")
-    os.symlink("loop-b.mp4", root / "loop-a.mp4")
-    os.symlink("loop-a.mp4", root / "loop-b.mp4")
-    os.symlink("gone.mp4", root / "broken.mp4")
-    return {
-        "good.mp4": "ingested",
-        os.fsdecode(NON_UTF8): "ingested",
-        "pipe.mp4": "not_a_regular_file",
-        "zero.mp4": "not_a_regular_file",
-        "loop-a.mp4": "symlink_loop",
-        "loop-b.mp4": "symlink_loop",
-        "broken.mp4": "broken_symlink",
-    }
+    return {"good.mp4": "ingested", os.fsdecode(NON_UTF8): "ingested", **vf.hostile_entries(root)}
 
 
 def _run(args: list[str], timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:

@@ -175,3 +175,20 @@ def testsrc_video(path: Path | str, *, duration: float, height: int, fps: int = 
            "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p", "-g", str(gop), "-keyint_min",
            str(gop), "-sc_threshold", "0", str(path), timeout=3600)
     return Path(path)
+
+
+def hostile_entries(root: Path) -> dict[str, str]:
+    """Write the non-video entries an ingest must refuse into ``root``: a FIFO, a link to ``/dev/zero``,
+    a symlink loop and a broken link. Returns file name -> the failure reason expected for it."""
+    os.mkfifo(root / "pipe.mp4")
+    os.symlink("/dev/zero", root / "zero.mp4")
+    os.symlink("loop-b.mp4", root / "loop-a.mp4")
+    os.symlink("loop-a.mp4", root / "loop-b.mp4")
+    os.symlink("gone.mp4", root / "broken.mp4")
+    return {
+        "pipe.mp4": "not_a_regular_file",
+        "zero.mp4": "not_a_regular_file",
+        "loop-a.mp4": "symlink_loop",
+        "loop-b.mp4": "symlink_loop",
+        "broken.mp4": "broken_symlink",
+    }

@@ -25,6 +25,7 @@ import pytest
 pytest.importorskip("qdrant_edge")
 
 import video_factory as vf  # noqa: E402
+from job_configs import job_config  # noqa: E402
 
 from ray_jobs.cli import build_parser, overrides_from_args  # noqa: E402
 from ray_jobs.config import JobConfig, load_config  # noqa: E402
@@ -197,18 +198,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(tmp_path: Path, bundle: ModelBundle, videos: Path, **over: Any) -> JobConfig:
-    return JobConfig.model_validate({
-        "collection": "vids",
-        "sources": [str(videos)],
-        "bundle": f"local-dir:{bundle.path}",
-        "sampling": {"num_frames": 4},
-        "video_id": "stem",
-        "qdrant": {"edge_path": str(tmp_path / "edge")},
-        "output_dir": str(tmp_path / "out"),
-        "ray": {"progress": False},
-        "decode": {"timeout": 30},
-        **over,
-    })
+    return job_config(tmp_path, bundle, **{"sources": [str(videos)], "qdrant": {"edge_path": str(tmp_path / "edge")}, **over})
 
 
 def _colour_query(bundle: ModelBundle, colour: str) -> np.ndarray:

@@ -28,6 +28,7 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("imageio_ffmpeg")
 
 import video_factory as vf  # noqa: E402
+from job_configs import job_config  # noqa: E402
 
 from ray_jobs.config import JobConfig  # noqa: E402
 from ray_jobs.pipeline import run_job  # noqa: E402
@@ -41,19 +42,7 @@ COLOURS = ["red", "green", "blue", "white", "yellow", "magenta", "cyan", "black"
 
 
 def _cfg(tmp_path: Path, bundle: ModelBundle, sources: list[str], **over: Any) -> JobConfig:
-    base: dict[str, Any] = {
-        "sources": sources,
-        "collection": "vids",
-        "bundle": f"local-dir:{bundle.path}",
-        "sampling": {"num_frames": 4},
-        "video_id": "stem",
-        "qdrant": {"path": str(tmp_path / "qdrant")},
-        "output_dir": str(tmp_path / "out"),
-        "ray": {"progress": False},
-        "decode": {"timeout": 5},
-        **over,
-    }
-    return JobConfig.model_validate(base)
+    return job_config(tmp_path, bundle, **{"sources": sources, "decode": {"timeout": 5}, **over})
 
 
 def _open(path: Path) -> QdrantClient:
@@ -69,11 +58,7 @@ def test_job_reports_hostile_sources_and_ends_in_time(ray_session: None, test_bu
     vf.color_video(d / "good.mp4", ("red", "green"), seconds_per_color=0.5, size=(32, 32), fps=10)
     vf.color_video(d / "tmp.mp4", ("blue", "white"), seconds_per_color=0.5, size=(32, 32), fps=10)
     os.rename(d / "tmp.mp4", os.path.join(os.fsencode(d), NON_UTF8))
-    os.mkfifo(d / "pipe.mp4")
-    os.symlink("/dev/zero", d / "zero.mp4")
-    os.symlink("loop-b.mp4", d / "loop-a.mp4")
-    os.symlink("loop-a.mp4", d / "loop-b.mp4")
-    os.symlink("gone.mp4", d / "broken.mp4")
+    vf.hostile_entries(d)
     t0 = time.monotonic()
     report = run_job(_cfg(tmp_path, test_bundle, [str(d)]))
     assert time.monotonic() - t0 < 120

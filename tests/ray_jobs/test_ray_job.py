@@ -27,6 +27,7 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("imageio_ffmpeg")
 
 import video_factory as vf  # noqa: E402
+from job_configs import job_config_dict  # noqa: E402
 
 from ray_jobs.config import JobConfig  # noqa: E402
 from ray_jobs.decode import DecodeParams  # noqa: E402
@@ -77,17 +78,7 @@ def _copy(corpus: Path, dest: Path, names: Any = None) -> Path:
 
 
 def _cfg(tmp_path: Path, bundle: ModelBundle, **over: Any) -> JobConfig:
-    base: dict[str, Any] = {
-        "collection": "vids",
-        "bundle": f"local-dir:{bundle.path}",
-        "sampling": {"num_frames": 4},
-        "video_id": "stem",
-        "qdrant": {"path": str(tmp_path / "qdrant")},
-        "output_dir": str(tmp_path / "out"),
-        "ray": {"progress": False},
-        "write": {"backoff_base": 0.001, "backoff_max": 0.01},
-        "decode": {"timeout": 30},
-    }
+    base = {**job_config_dict(tmp_path, bundle), "write": {"backoff_base": 0.001, "backoff_max": 0.01}}
     for k, v in over.items():
         base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "qdrant" else v
     return JobConfig.model_validate(base)
