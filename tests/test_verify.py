@@ -20,6 +20,7 @@ from qdrant_client import QdrantClient, models
 
 pytest.importorskip("imageio_ffmpeg")
 import video_factory as vf  # noqa: E402
+from write_counter import CountingWrites  # noqa: E402
 
 from vtr_qdrant import SamplingConfig, VideoCollection  # noqa: E402
 from vtr_qdrant.cli.main import main  # noqa: E402
@@ -35,24 +36,12 @@ class Crash(BaseException):
     """Like a kill: no ``except Exception`` in the library catches it."""
 
 
-class StopAfter:
+class StopAfter(CountingWrites):
     """The real back end, but the writer stops (raises) after ``n`` write requests, like a kill."""
 
-    def __init__(self, inner: Any, n: int) -> None:
-        self.inner, self.n, self.calls = inner, n, 0
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if name not in ("upsert", "set_payload", "delete"):
-            return attr
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            if self.calls == self.n:
-                raise Crash(f"stopped before write request {self.n + 1}")
-            self.calls += 1
-            return attr(*args, **kwargs)
-
-        return counted
+    def before_write(self) -> None:
+        if self.calls == self.n:
+            raise Crash(f"stopped before write request {self.n + 1}")
 
 
 def _crashing(vc: VideoCollection, n: int, fn: Any) -> None:

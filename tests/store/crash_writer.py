@@ -17,9 +17,13 @@ import os
 import signal
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: tests/ for write_counter
+from write_counter import CountingWrites  # noqa: E402
 
 DIM = 32
 VIDEOS = ("long", "short-a", "short-b")
@@ -34,26 +38,13 @@ def corpus(version: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-class KillAfter:
+class KillAfter(CountingWrites):
     """Delegates to a back end; SIGKILLs the process once ``n`` write requests have returned."""
 
-    def __init__(self, inner: Any, n: int) -> None:
-        self.inner, self.n, self.calls = inner, n, 0
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if name not in ("upsert", "set_payload", "delete"):
-            return attr
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            out = attr(*args, **kwargs)
-            self.calls += 1
-            if self.calls == self.n:
-                sys.stdout.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-            return out
-
-        return counted
+    def after_write(self) -> None:
+        if self.calls == self.n:
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def open_collection(kind: str, folder: str) -> Any:
